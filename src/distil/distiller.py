@@ -1,0 +1,205 @@
+"""The Distiller: teacher(s), student and a weighted set of losses, computing one batch's loss.
+
+It is the single place where models meet losses. Training a teacher or a baseline student is the
+same object with no teacher and a hard-label loss, so one training loop serves every scheme.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from distil.errors import ConfigError
+from distil.losses.base import BINDABLE
+from distil.taps import Taps
+from distil.teacher import CallableTeacher, FrozenTeacher, TeacherEnsemble, as_logits, call_model
+
+RESERVED = {"loss", "output", "teacher_output"}
+
+
+@dataclass
+class Term:
+    """One weighted loss in the total, with the layers it reads and when it is active.
+
+    `weight` ramps linearly from 0 over `warmup_epochs` (as DKD does); the term counts only for
+    epochs in [start_epoch, end_epoch) (FitNets' hint stage, then KD).
+    """
+
+    loss: nn.Module
+    weight: float = 1.0
+    student_layers: Sequence[str] = ()
+    teacher_layers: Sequence[str] = ()
+    warmup_epochs: float = 0.0
+    start_epoch: float = 0.0
+    end_epoch: float = float("inf")
+    needs: tuple[str, ...] = field(default=(), init=False)
+
+    def scale(self, epoch: float) -> float:
+        if not self.start_epoch <= epoch < self.end_epoch:
+            return 0.0
+        ramp = min(1.0, (epoch - self.start_epoch) / self.warmup_epochs) if self.warmup_epochs > 0 else 1.0
+        return self.weight * ramp
+
+
+def _arguments(loss: nn.Module) -> tuple[str, ...]:
+    """The forward arguments the Distiller can bind; an unbindable required one is an error."""
+    params = inspect.signature(loss.forward).parameters.values()
+    names = []
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.name in BINDABLE:
+            names.append(p.name)
+        elif p.default is inspect.Parameter.empty:
+            raise ConfigError(
+                f"{type(loss).__name__}.forward needs {p.name!r}, which the Distiller cannot supply "
+                f"(it supplies: {', '.join(BINDABLE)})"
+            )
+    return tuple(names)
+
+
+def split_batch(batch: Any) -> dict[str, Any]:
+    """Normalise a batch: `(x, y[, w])` tuples or dicts with model inputs plus `labels`,
+    `sample_weight` and precomputed `teacher_logits` keys."""
+    if isinstance(batch, Mapping):
+        rest = dict(batch)
+        out = {k: rest.pop(k) for k in ("labels", "sample_weight", "teacher_logits") if k in rest}
+        out["inputs"] = rest.pop("inputs", rest)
+        return out
+    if isinstance(batch, (tuple, list)):
+        names = ("inputs", "labels", "sample_weight")
+        return dict(zip(names, batch))
+    return {"inputs": batch}
+
+
+class Distiller(nn.Module):
+    """Computes `{"loss": total, "output": student_logits, "teacher_output": ..., **parts}`.
+
+    Args:
+        student: the model being trained.
+        teacher: an `nn.Module`, a list of them (averaged, see `TeacherEnsemble`), a
+            `CallableTeacher`, or None for plain supervised training.
+        losses: name -> `Term` or bare loss module (weight 1).
+    The parts are the weighted, detached contributions, so they add up to the loss.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | Sequence[nn.Module] | None,
+        losses: Mapping[str, Term | nn.Module],
+        teacher_weights: Sequence[float] | None = None,
+    ):
+        super().__init__()
+        if not losses:
+            raise ConfigError("losses: need at least one loss")
+        self.student = student
+        self.teacher = self._wrap_teacher(teacher, teacher_weights)
+        self.terms: dict[str, Term] = {}
+        self.losses = nn.ModuleDict()
+        for name, term in losses.items():
+            if name in RESERVED:
+                raise ConfigError(f"losses: {name!r} is reserved, pick another name")
+            term = term if isinstance(term, Term) else Term(term)
+            term.needs = _arguments(term.loss)
+            self.terms[name], self.losses[name] = term, term.loss
+        self.epoch = 0.0
+        self._student_taps = Taps(student, self._layers("student_layers"))
+        self._teacher_taps = self._make_teacher_taps()
+        self.needs_teacher = any(
+            {"teacher_logits", "teacher_features", "teacher"} & set(t.needs) for t in self.terms.values()
+        )
+        if self.needs_teacher and self.teacher is None:
+            raise ConfigError("losses need a teacher, but none was given")
+
+    @staticmethod
+    def _wrap_teacher(teacher, weights) -> nn.Module | None:
+        if teacher is None or isinstance(teacher, (FrozenTeacher, CallableTeacher, TeacherEnsemble)):
+            return teacher
+        if isinstance(teacher, (list, tuple)):
+            return TeacherEnsemble(teacher, weights)
+        return FrozenTeacher(teacher)
+
+    def _layers(self, side: str) -> list[str]:
+        names: list[str] = []
+        for term in self.terms.values():
+            names += [n for n in getattr(term, side) if n not in names]
+        return names
+
+    def _make_teacher_taps(self) -> Taps:
+        names = self._layers("teacher_layers")
+        if names and not isinstance(self.teacher, FrozenTeacher):
+            raise ConfigError("teacher_layers: feature taps need a single nn.Module teacher")
+        return Taps(self.teacher.module if names else nn.Module(), names)
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """Student and loss (adapter) parameters: what the optimizer owns. Never the teacher's."""
+        yield from self.student.parameters()
+        yield from self.losses.parameters()
+
+    def set_epoch(self, epoch: float) -> None:
+        self.epoch = float(epoch)
+
+    @torch.no_grad()
+    def setup(self, batch: Any) -> None:
+        """Probe one batch so losses with adapters can size them (`loss.setup(s_shapes, t_shapes)`)
+        before the optimizer is built. Idempotent; a no-op when no loss needs it."""
+        pending = [t for t in self.terms.values() if hasattr(t.loss, "setup")]
+        if not pending:
+            return
+        parts = split_batch(batch)
+        call_model(self.student, parts["inputs"])
+        s = self._student_taps.pop()
+        t = {}
+        if self._teacher_taps.names:
+            self.teacher(parts["inputs"])
+            t = self._teacher_taps.pop()
+        for term in pending:
+            term.loss.setup([s[n].shape for n in term.student_layers], [t[n].shape for n in term.teacher_layers])
+
+    def forward(self, batch: Any) -> dict[str, Tensor]:
+        parts = split_batch(batch)
+        inputs = parts["inputs"]
+        student_logits = as_logits(call_model(self.student, inputs))
+        s_feats = self._student_taps.pop() if self._student_taps.names else {}
+        teacher_logits, t_feats = parts.get("teacher_logits"), {}
+        if self.needs_teacher and (teacher_logits is None or self._teacher_taps.names):
+            teacher_logits = self.teacher(inputs)
+            t_feats = self._teacher_taps.pop() if self._teacher_taps.names else {}
+        available = {
+            "student_logits": student_logits,
+            "teacher_logits": teacher_logits,
+            "labels": parts.get("labels"),
+            "sample_weight": parts.get("sample_weight"),
+            "inputs": inputs,
+            "student": self.student,
+            "teacher": self.teacher,
+            "epoch": self.epoch,
+        }
+        out: dict[str, Tensor] = {}
+        total = student_logits.new_zeros((), dtype=torch.float32)
+        for name, term in self.terms.items():
+            scale = term.scale(self.epoch)
+            if scale == 0.0:
+                continue
+            args = {k: available[k] for k in term.needs if k in available}
+            if "student_features" in term.needs:
+                args["student_features"] = [s_feats[n] for n in term.student_layers]
+            if "teacher_features" in term.needs:
+                args["teacher_features"] = [t_feats[n] for n in term.teacher_layers]
+            part = scale * term.loss(**args)
+            total = total + part
+            out[name] = part.detach()
+        out["loss"], out["output"] = total, student_logits
+        if teacher_logits is not None:
+            out["teacher_output"] = teacher_logits.detach()
+        return out
+
+    def close(self) -> None:
+        """Remove the layer hooks (they are also removed when the Distiller is garbage-collected)."""
+        self._student_taps.remove()
+        self._teacher_taps.remove()

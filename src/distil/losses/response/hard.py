@@ -1,0 +1,41 @@
+"""Plain supervised losses, so teachers and baseline students train through the same loop."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distil.losses.base import LOSSES, require_labels, weighted_mean
+from distil.types import Fraction, validated
+
+
+@LOSSES.register("cross_entropy")
+class CrossEntropy(nn.Module):
+    """Hard-label cross-entropy, optionally label-smoothed (Szegedy et al. 2016)."""
+
+    @validated
+    def __init__(self, label_smoothing: Fraction = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, student_logits: Tensor, labels: Tensor | None, sample_weight=None) -> Tensor:
+        labels = require_labels(labels, "cross_entropy")
+        per_sample = F.cross_entropy(
+            student_logits.float(), labels, reduction="none", label_smoothing=self.label_smoothing
+        )
+        return weighted_mean(per_sample, sample_weight)
+
+
+@LOSSES.register("mse")
+class MSE(nn.Module):
+    """Mean squared error to regression targets."""
+
+    def forward(self, student_logits: Tensor, labels: Tensor | None, sample_weight=None) -> Tensor:
+        labels = require_labels(labels, "mse")
+        if student_logits.numel() != labels.numel():
+            raise ValueError(
+                f"mse: predictions of shape {tuple(student_logits.shape)} do not match targets of "
+                f"shape {tuple(labels.shape)}"
+            )
+        pred = student_logits.float().reshape(labels.shape)
+        return weighted_mean((pred - labels.float()) ** 2, sample_weight)
