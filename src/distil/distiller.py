@@ -64,10 +64,10 @@ def _arguments(loss: nn.Module) -> tuple[str, ...]:
 
 def split_batch(batch: Any) -> dict[str, Any]:
     """Normalise a batch: `(x, y[, w])` tuples or dicts with model inputs plus `labels`,
-    `sample_weight` and precomputed `teacher_logits` keys."""
+    `sample_weight`, `indices` and precomputed `teacher_logits` keys."""
     if isinstance(batch, Mapping):
         rest = dict(batch)
-        out = {k: rest.pop(k) for k in ("labels", "sample_weight", "teacher_logits") if k in rest}
+        out = {k: rest.pop(k) for k in ("labels", "sample_weight", "indices", "teacher_logits") if k in rest}
         out["inputs"] = rest.pop("inputs", rest)
         return out
     if isinstance(batch, (tuple, list)):
@@ -176,6 +176,7 @@ class Distiller(nn.Module):
             "labels": parts.get("labels"),
             "sample_weight": parts.get("sample_weight"),
             "inputs": inputs,
+            "indices": parts.get("indices"),
             "student": self.student,
             "teacher": self.teacher,
             "epoch": self.epoch,

@@ -23,6 +23,7 @@ BINDABLE = {
     "inputs": "the batch inputs (for gradient-based losses)",
     "student": "the student module (for losses that need extra forward passes)",
     "teacher": "the frozen teacher module",
+    "indices": "data set indices of the batch's samples (for memory-bank losses such as CRD)",
     "epoch": "current epoch as a float (for scheduled losses)",
 }
 
