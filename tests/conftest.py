@@ -23,3 +23,8 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip(f"../shared not found at {SHARED}")
     return SHARED
+
+
+import sys  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent / "core"))  # tests/core/helpers.py

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from distil.errors import ConfigError
 from distil.losses.base import BINDABLE
-from distil.taps import Taps
+from distil.taps import Taps, resolve
 from distil.teacher import CallableTeacher, FrozenTeacher, TeacherEnsemble, as_logits, call_model
 
 RESERVED = {"loss", "output", "teacher_output"}
@@ -108,13 +108,14 @@ class Distiller(nn.Module):
             term.needs = _arguments(term.loss)
             self.terms[name], self.losses[name] = term, term.loss
         self.epoch = 0.0
+        self._resolve_layers()
         self._student_taps = Taps(student, self._layers("student_layers"))
         self._teacher_taps = self._make_teacher_taps()
-        self.needs_teacher = any(
-            {"teacher_logits", "teacher_features", "teacher"} & set(t.needs) for t in self.terms.values()
-        )
-        if self.needs_teacher and self.teacher is None:
-            raise ConfigError("losses need a teacher, but none was given")
+        needs = set().union(*(t.needs for t in self.terms.values()))
+        self.needs_teacher = bool({"teacher_logits", "teacher_features", "teacher"} & needs)
+        if self.teacher is None and {"teacher_features", "teacher"} & needs:
+            raise ConfigError("losses need a teacher model, but none was given")
+        # With no teacher, teacher_logits must come with each batch (a logit cache).
 
     @staticmethod
     def _wrap_teacher(teacher, weights) -> nn.Module | None:
@@ -124,6 +125,15 @@ class Distiller(nn.Module):
             return TeacherEnsemble(teacher, weights)
         return FrozenTeacher(teacher)
 
+    def _resolve_layers(self) -> None:
+        """Expand globs in each term's layer lists into real module names, checked up front."""
+        for term in self.terms.values():
+            term.student_layers = resolve(self.student, list(term.student_layers)) if term.student_layers else []
+            if term.teacher_layers:
+                if not isinstance(self.teacher, FrozenTeacher):
+                    raise ConfigError("teacher_layers: feature taps need a single nn.Module teacher")
+                term.teacher_layers = resolve(self.teacher.module, list(term.teacher_layers))
+
     def _layers(self, side: str) -> list[str]:
         names: list[str] = []
         for term in self.terms.values():
@@ -132,8 +142,6 @@ class Distiller(nn.Module):
 
     def _make_teacher_taps(self) -> Taps:
         names = self._layers("teacher_layers")
-        if names and not isinstance(self.teacher, FrozenTeacher):
-            raise ConfigError("teacher_layers: feature taps need a single nn.Module teacher")
         return Taps(self.teacher.module if names else nn.Module(), names)
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
@@ -152,12 +160,17 @@ class Distiller(nn.Module):
         if not pending:
             return
         parts = split_batch(batch)
-        call_model(self.student, parts["inputs"])
-        s = self._student_taps.pop()
-        t = {}
-        if self._teacher_taps.names:
-            self.teacher(parts["inputs"])
-            t = self._teacher_taps.pop()
+        was_training = self.training
+        self.eval()  # a probe must not move BatchNorm statistics
+        try:
+            call_model(self.student, parts["inputs"])
+            s = self._student_taps.pop()
+            t = {}
+            if self._teacher_taps.names:
+                self.teacher(parts["inputs"])
+                t = self._teacher_taps.pop()
+        finally:
+            self.train(was_training)
         for term in pending:
             term.loss.setup([s[n].shape for n in term.student_layers], [t[n].shape for n in term.teacher_layers])
 
@@ -168,6 +181,8 @@ class Distiller(nn.Module):
         s_feats = self._student_taps.pop() if self._student_taps.names else {}
         teacher_logits, t_feats = parts.get("teacher_logits"), {}
         if self.needs_teacher and (teacher_logits is None or self._teacher_taps.names):
+            if self.teacher is None:
+                raise ConfigError("the losses need teacher outputs: give a teacher or batches with 'teacher_logits'")
             teacher_logits = self.teacher(inputs)
             t_feats = self._teacher_taps.pop() if self._teacher_taps.names else {}
         available = {
@@ -185,7 +200,8 @@ class Distiller(nn.Module):
         total = student_logits.new_zeros((), dtype=torch.float32)
         for name, term in self.terms.items():
             scale = term.scale(self.epoch)
-            if scale == 0.0:
+            if scale == 0.0:  # inactive this epoch: skip the work, log a zero
+                out[name] = total.new_zeros(())
                 continue
             args = {k: available[k] for k in term.needs if k in available}
             if "student_features" in term.needs:
@@ -196,8 +212,8 @@ class Distiller(nn.Module):
             total = total + part
             out[name] = part.detach()
         out["loss"], out["output"] = total, student_logits
-        if teacher_logits is not None:
-            out["teacher_output"] = teacher_logits.detach()
+        if teacher_logits is not None and teacher_logits.shape == student_logits.shape:
+            out["teacher_output"] = teacher_logits.detach()  # not packed cache formats
         return out
 
     def close(self) -> None:

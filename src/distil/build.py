@@ -1,0 +1,125 @@
+"""Turn a validated recipe into objects: data, models, losses, Distiller.
+
+Every user mistake found here (an unknown name, a bad option, mismatched class counts) becomes a
+one-line ConfigError naming the recipe field, before any training starts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from distil.checkpoint import load_weights
+from distil.config import LossConfig, ModelConfig, Recipe, format_errors
+from distil.data import DATASETS, DataBundle
+from distil.distiller import Distiller, Term
+from distil.errors import ConfigError, DistilError
+from distil.losses import LOSSES
+from distil.models import MODELS
+from distil.teacher import TeacherEnsemble, as_logits
+
+
+def _call(factory: Callable, options: dict[str, Any], field: str) -> Any:
+    try:
+        return factory(**options)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, field)) from None
+    except TypeError as e:  # unvalidated factories: unknown or missing keyword
+        raise ConfigError(f"{field}: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"{field}: {e}") from None
+
+
+def build_data(recipe: Recipe) -> DataBundle:
+    bundle = _call(DATASETS.get(recipe.data.name), recipe.data.params, "data.params")
+    if bundle.task != recipe.task:
+        raise ConfigError(f"task: data set {recipe.data.name!r} is for {bundle.task}, recipe says {recipe.task}")
+    check_labels(bundle)
+    return bundle
+
+
+def check_labels(bundle: DataBundle) -> None:
+    """Class labels must index the model's outputs; checked up front for in-memory data."""
+    if bundle.task != "classification":
+        return
+    for split in ("train", "val", "test"):
+        data = getattr(bundle, split)
+        if isinstance(data, TensorDataset) and len(data.tensors) > 1:
+            y = data.tensors[1]
+            bad = (y < 0) | (y >= bundle.num_outputs)
+            if bad.any():
+                raise DistilError(
+                    f"labels out of range in the {split} split: found {y[bad][0].item()}, but there are "
+                    f"{bundle.num_outputs} classes (labels must be in 0..{bundle.num_outputs - 1})"
+                )
+
+
+def build_model(cfg: ModelConfig, bundle: DataBundle, field: str) -> nn.Module:
+    """Call the registered factory; `input_shape` and `num_classes` are filled from the data when
+    the factory takes them and the recipe does not set them."""
+    factory = MODELS.get(cfg.model)
+    options = dict(cfg.params)
+    accepted = inspect.signature(factory).parameters
+    if "input_shape" in accepted:
+        options.setdefault("input_shape", list(bundle.input_shape))
+    if "num_classes" in accepted:
+        options.setdefault("num_classes", bundle.num_outputs)
+    model = _call(factory, options, f"{field}.params")
+    if cfg.checkpoint:
+        load_weights(model, cfg.checkpoint)
+    return model
+
+
+def check_outputs(models: dict[str, nn.Module], bundle: DataBundle) -> None:
+    """One probe forward: every model must produce `num_outputs` values per sample."""
+    sample = bundle.train[0]
+    x = sample[0] if isinstance(sample, (tuple, list)) else sample
+    if not isinstance(x, torch.Tensor):
+        return  # dict inputs (text) are checked by the losses
+    for name, model in models.items():
+        was = model.training
+        with torch.no_grad():
+            out = as_logits(model.eval()(x.unsqueeze(0)))
+        model.train(was)
+        if out.shape[-1] != bundle.num_outputs:
+            raise ConfigError(
+                f"{name} predicts {out.shape[-1]} outputs per sample but the data has {bundle.num_outputs} "
+                f"{'classes' if bundle.task == 'classification' else 'targets'}: set {name}.params.num_classes"
+            )
+
+
+def build_losses(configs: list[LossConfig]) -> dict[str, Term]:
+    terms: dict[str, Term] = {}
+    for i, cfg in enumerate(configs):
+        loss = _call(LOSSES.get(cfg.name), cfg.options, f"losses[{i}]")
+        name = cfg.name if cfg.name not in terms else f"{cfg.name}_{i}"
+        terms[name] = Term(
+            loss, cfg.weight, cfg.student_layers, cfg.teacher_layers,
+            cfg.warmup_epochs, cfg.start_epoch, cfg.end_epoch if cfg.end_epoch is not None else float("inf"),
+        )
+    return terms
+
+
+def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module]) -> Distiller:
+    student = build_model(recipe.student, bundle, "student")
+    check_outputs({"student": student, **{f"teacher{'' if len(teachers) == 1 else f'[{i}]'}": t for i, t in enumerate(teachers)}}, bundle)
+    teacher: nn.Module | None = teachers[0] if len(teachers) == 1 else None
+    if len(teachers) > 1:
+        combine = "probs" if recipe.task == "classification" else "mean"
+        teacher = TeacherEnsemble(teachers, [t.weight for t in recipe.teachers], combine)
+    return Distiller(student, teacher, build_losses(recipe.losses))
+
+
+def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
+    """Build what can be built cheaply (student, losses, teachers with weights) so that every
+    recipe mistake surfaces before a single training step, and before the run folder is touched."""
+    build_model(recipe.student, bundle, "student")
+    build_losses(recipe.losses)
+    for i, teacher in enumerate(recipe.teachers):
+        if teacher.checkpoint and not teacher.pretrained:
+            build_model(teacher, bundle, "teacher" if len(recipe.teachers) == 1 else f"teacher[{i}]")

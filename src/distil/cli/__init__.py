@@ -1,0 +1,1 @@
+"""The `distil` command line: one module per subcommand, assembled in `main`."""

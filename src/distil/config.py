@@ -1,0 +1,213 @@
+"""Recipes: YAML files validated by pydantic, with one-line errors that name the field.
+
+A recipe holds only data: registry keys and numbers, never import paths or YAML tags, so loading
+one cannot run code (`yaml.safe_load` only).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from distil.errors import ConfigError
+from distil.types import Fraction, NonNegative, Positive, PositiveInt
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    name: str = Field(description="registered data set, e.g. digits")
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the data set factory")
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt | None = None
+    num_workers: Annotated[int, Field(ge=0)] = 0
+
+
+class ModelConfig(_Strict):
+    model: str = Field(description="registered model factory, e.g. mlp")
+    params: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = Field(None, description="safetensors weights to load")
+
+
+class TeacherConfig(ModelConfig):
+    pretrained: str | None = Field(None, description="a packaged pre-trained teacher, e.g. akamaster_resnet56")
+    epochs: PositiveInt | None = Field(
+        None, description="train the teacher with cross-entropy for this many epochs when no checkpoint exists"
+    )
+    weight: NonNegative = Field(1.0, description="weight in a multi-teacher ensemble")
+
+
+class LossConfig(BaseModel):
+    """A loss term. Keys other than these are the loss's own options (e.g. temperature)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    weight: NonNegative = 1.0
+    student_layers: list[str] = Field(default_factory=list)
+    teacher_layers: list[str] = Field(default_factory=list)
+    warmup_epochs: NonNegative = 0.0
+    start_epoch: NonNegative = 0.0
+    end_epoch: Positive | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: Positive = 1e-3
+    weight_decay: NonNegative = 0.0
+    momentum: Fraction = 0.9
+    nesterov: bool = False
+    betas: tuple[Fraction, Fraction] = (0.9, 0.999)
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["constant", "cosine", "multistep", "linear"] = "cosine"
+    warmup_epochs: NonNegative = 0.0
+    milestones: list[PositiveInt] = Field(default_factory=list, description="epochs at which multistep decays")
+    gamma: Positive = 0.1
+    min_lr_ratio: Fraction = 0.0
+
+
+class TrainConfig(_Strict):
+    """How to train: the Trainer's settings, also the top-level fields of a recipe."""
+
+    seed: int = 0
+    task: Literal["classification", "regression"] = "classification"
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    epochs: PositiveInt = 10
+    grad_accum_steps: PositiveInt = 1
+    max_grad_norm: Positive | None = None
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 on GPU")
+    early_stopping_patience: PositiveInt | None = Field(None, description="epochs without improvement")
+    checkpoint_every_steps: PositiveInt | None = Field(None, description="also checkpoint mid-epoch")
+    cpu: bool = Field(False, description="train on the CPU even when a GPU is present")
+    output_dir: str = "runs/run"
+
+
+class Recipe(TrainConfig):
+    """Everything one distillation run needs. `distil run RECIPE --set key=value` overrides fields."""
+
+    data: DataConfig
+    teacher: TeacherConfig | list[TeacherConfig] | None = None
+    student: ModelConfig
+    losses: list[LossConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _teachers_for_losses(self) -> "Recipe":
+        if self.teacher is None and any(l.name not in ("cross_entropy", "mse") for l in self.losses):
+            raise ValueError("losses other than cross_entropy/mse need a teacher; add a `teacher:` section")
+        return self
+
+    @property
+    def teachers(self) -> list[TeacherConfig]:
+        if self.teacher is None:
+            return []
+        return self.teacher if isinstance(self.teacher, list) else [self.teacher]
+
+
+# ----- errors: one line per problem, naming the field -----
+
+def _describe(err: dict[str, Any]) -> str:
+    """pydantic's error as 'must be > 0, got -2' style text."""
+    ctx, got = err.get("ctx", {}), err.get("input")
+    kind = err["type"]
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        bound = next(iter(ctx.values()))
+        return f"must be {bounds[kind]} {bound:g}, got {got!r}"
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        return "unknown option"
+    if kind == "missing" or kind == "missing_argument":
+        return "required"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}, got {got!r}"
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not str(part).startswith(("function-", "union[", "list[", "tagged-union")):
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def format_errors(error: ValidationError, prefix: str = "") -> str:
+    """All problems in a ValidationError, one `field: problem` line each."""
+    lines = []
+    for err in error.errors():
+        path = _path(err["loc"])
+        path = f"{prefix}.{path}" if prefix and path else prefix or path
+        lines.append(f"{path}: {_describe(err)}" if path else _describe(err))
+    return "\n".join(dict.fromkeys(lines))
+
+
+# ----- loading and overrides -----
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b[1].c` (or `a.b.1.c`) in nested dicts/lists."""
+    keys = [int(k) if k.isdigit() else k for k in re.split(r"\.|\[|\]", dotted) if k]
+    node: Any = tree
+    for i, key in enumerate(keys[:-1]):
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            if isinstance(node, dict) and not isinstance(key, int):
+                node = node.setdefault(key, {} if not isinstance(keys[i + 1], int) else [])
+            else:
+                raise ConfigError(f"--set {dotted}: {_path(tuple(keys[:i + 1]))} does not exist") from None
+    try:
+        node[keys[-1]] = value
+    except (IndexError, TypeError):
+        raise ConfigError(f"--set {dotted}: {_path(tuple(keys))} does not exist") from None
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    pairs = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set epochs=5")
+        pairs.append((key.strip(), yaml.safe_load(raw) if raw else ""))
+    return pairs
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read, override and validate a recipe; every user mistake becomes a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of fields, got {type(raw).__name__}")
+    return recipe_from_dict(raw, overrides)
+
+
+def recipe_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> Recipe:
+    raw = copy.deepcopy(raw)
+    for key, value in parse_overrides(list(overrides)):
+        _set_path(raw, key, value)
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e)) from None
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,171 @@
+"""Evaluation shared by every feature: accuracy, fidelity to the teacher, calibration, cost.
+
+Accuracy says how good the student is; fidelity says how well it imitates the teacher, which is
+what distillation optimises (Stanton et al., "Does Knowledge Distillation Really Work?",
+NeurIPS 2021, show the two can diverge). Cost is what the user distils for: size and latency.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save
+from torch import Tensor, nn
+
+from distil.teacher import as_logits, call_model
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable[Any], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor | None]:
+    """Run a model over `(inputs, labels)` batches in eval mode; return (outputs, labels) on CPU."""
+    from distil.distiller import split_batch
+    from distil.trainer import to_device
+
+    was_training = model.training
+    model.eval()
+    outs, labels = [], []
+    try:
+        for batch in batches:
+            parts = to_device(split_batch(batch), device)
+            outs.append(as_logits(call_model(model, parts["inputs"])).float().cpu())
+            if parts.get("labels") is not None:
+                labels.append(parts["labels"].cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(outs), (torch.cat(labels) if labels else None)
+
+
+def accuracy(logits: Tensor, labels: Tensor, k: int = 1) -> float:
+    k = min(k, logits.shape[-1])
+    top = logits.topk(k, dim=-1).indices
+    return (top == labels.unsqueeze(-1)).any(-1).float().mean().item()
+
+
+def agreement(student_logits: Tensor, teacher_logits: Tensor) -> float:
+    """Fraction of samples where student and teacher predict the same class."""
+    return (student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean().item()
+
+
+def mean_kl(student_logits: Tensor, teacher_logits: Tensor) -> float:
+    """Mean KL(teacher || student) at temperature 1, in nats."""
+    log_s = F.log_softmax(student_logits.float(), -1)
+    log_t = F.log_softmax(teacher_logits.float(), -1)
+    return (log_t.exp() * (log_t - log_s)).sum(-1).mean().item()
+
+
+def expected_calibration_error(logits: Tensor, labels: Tensor, bins: int = 15) -> float:
+    """ECE with equal-width confidence bins (Guo et al., "On Calibration of Modern Neural Networks", 2017)."""
+    conf, pred = F.softmax(logits.float(), -1).max(-1)
+    correct = (pred == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    ece = torch.zeros(())
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        mask = (conf > lo) & (conf <= hi)
+        if mask.any():
+            ece += mask.float().mean() * (conf[mask].mean() - correct[mask].mean()).abs()
+    return ece.item()
+
+
+def classification_metrics(logits: Tensor, labels: Tensor | None, teacher_logits: Tensor | None = None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if labels is not None:
+        out.update(
+            accuracy=accuracy(logits, labels),
+            top5=accuracy(logits, labels, 5),
+            ece=expected_calibration_error(logits, labels),
+            nll=F.cross_entropy(logits.float(), labels).item(),
+        )
+    if teacher_logits is not None:
+        out.update(
+            agreement=agreement(logits, teacher_logits),
+            kl=mean_kl(logits, teacher_logits),
+            logit_diff=(logits - teacher_logits).abs().mean().item(),
+        )
+    return out
+
+
+def regression_metrics(preds: Tensor, targets: Tensor | None, teacher_preds: Tensor | None = None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if targets is not None:
+        y = targets.float().reshape(preds.shape)
+        mse = (preds - y).pow(2).mean().item()
+        out.update(mse=mse, mae=(preds - y).abs().mean().item(), r2=1 - mse / y.var(unbiased=False).clamp_min(1e-12).item())
+    if teacher_preds is not None:
+        out.update(teacher_mse=(preds - teacher_preds).pow(2).mean().item())
+    return out
+
+
+def task_metrics(task: str, outputs: Tensor, labels: Tensor | None, teacher_outputs: Tensor | None = None) -> dict[str, float]:
+    fn = classification_metrics if task == "classification" else regression_metrics
+    return fn(outputs, labels, teacher_outputs)
+
+
+# ----- cost -----
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def size_bytes(model: nn.Module) -> int:
+    """Bytes of the model's weights serialised as safetensors (what a deployment ships)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    seen: dict[int, str] = {}
+    unique = {}
+    for k, v in state.items():  # tied weights are stored once
+        if v.data_ptr() not in seen:
+            seen[v.data_ptr()] = k
+            unique[k] = v.clone() if v.numel() else v
+    return len(save(unique))
+
+
+@torch.no_grad()
+def latency_ms(
+    model: nn.Module, example: Tensor, batch_size: int = 1, warmup: int = 3, repeats: int = 30, budget_s: float = 1.0
+) -> float:
+    """Median milliseconds per *sample* for a forward pass at `batch_size` (after warm-up).
+
+    Stops early once `budget_s` is spent (at least 3 repeats), so large models stay quick to report."""
+    was_training = model.training
+    model.eval()
+    x = example[:1].expand(batch_size, *example.shape[1:]).contiguous()
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    times = []
+    try:
+        for i in range(warmup + repeats):
+            sync()
+            start = time.perf_counter()
+            model(x)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+                if len(times) >= 3 and sum(times) > budget_s:
+                    break
+    finally:
+        model.train(was_training)
+    return statistics.median(times) * 1000 / batch_size
+
+
+def flops(model: nn.Module, example: Tensor) -> int | None:
+    """Forward FLOPs per sample as counted by torch's FlopCounterMode (None if it cannot)."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.eval()(example[:1])
+        return int(counter.get_total_flops())
+    except (RuntimeError, NotImplementedError, TypeError):  # some ops have no FLOP formula
+        return None
+
+
+def cost_metrics(model: nn.Module, example: Tensor) -> dict[str, Any]:
+    return {
+        "params": count_params(model),
+        "size_bytes": size_bytes(model),
+        "latency_ms": latency_ms(model, example, 1),
+        "latency_ms_b64": latency_ms(model, example, 64),
+        "flops": flops(model, example),
+    }

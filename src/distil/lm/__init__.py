@@ -1,0 +1,1 @@
+"""Causal language-model helpers: the causal shift, vocabularies, teacher generation and the top-k logit cache."""

@@ -1,0 +1,1 @@
+"""Feature-based knowledge: losses on intermediate layers (hints, attention, flows, ...)."""

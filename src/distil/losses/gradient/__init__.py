@@ -1,0 +1,1 @@
+"""Gradient-based knowledge: losses on the models' input-gradients (Jacobians)."""

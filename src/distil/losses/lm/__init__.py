@@ -1,0 +1,1 @@
+"""Token-level language-model knowledge: divergences between next-token distributions at every position."""

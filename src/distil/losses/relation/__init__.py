@@ -1,0 +1,1 @@
+"""Relation-based knowledge: losses on the structure between the samples of a batch."""

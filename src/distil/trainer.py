@@ -1,0 +1,273 @@
+"""The one training loop: teachers, baselines and every distillation scheme run through it.
+
+Built on HF Accelerate, so `accelerate launch` / `torchrun` scale it to many GPUs with no code
+change. It trains whatever `Distiller` it is given and owns the rest: optimizer and schedule,
+mixed precision, gradient accumulation and clipping, seeded data order, per-epoch evaluation,
+best-checkpoint keeping, early stopping, crash-safe checkpoints and exact resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from distil import checkpoint as ckpt
+from distil.config import TrainConfig
+from distil.distiller import Distiller, split_batch
+from distil.errors import DistilError, NonFiniteLossError
+from distil.evaluate import predict, task_metrics
+from distil.optim import build_optimizer, build_scheduler
+from distil.progress import TrainProgress
+
+
+def to_device(batch: Any, device: torch.device | str) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Shuffled batches whose order depends only on (seed, epoch), so a resumed run sees exactly
+    the batches the interrupted one would have; `skip` drops batches already trained on."""
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.epoch, self.skip = 0, 0
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=g).tolist()
+        for start in range(self.skip * self.batch_size, self.size, self.batch_size):
+            yield order[start : start + self.batch_size]
+
+
+@dataclass
+class FitResult:
+    best_metric: float | None
+    best_epoch: int | None
+    epochs_run: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _monitor(task: str) -> tuple[str, int]:
+    """Metric that picks the best checkpoint and its sign (+1: higher is better)."""
+    return ("accuracy", 1) if task == "classification" else ("mse", -1)
+
+
+class Trainer:
+    """Trains `distiller` on `train_set`, evaluating the student on `val_set` every epoch.
+
+    Outputs in `config.output_dir`: `checkpoints/` (latest, for resume), `best/student.safetensors`
+    (the best student by validation accuracy, or MSE for regression) and `metrics.jsonl`.
+    """
+
+    def __init__(
+        self,
+        distiller: Distiller,
+        train_set: Dataset,
+        val_set: Dataset | None,
+        config: TrainConfig,
+        *,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        num_classes: int | None = None,
+        progress: bool = True,
+        name: str = "train",
+    ):
+        self.distiller, self.config, self.name = distiller, config, name
+        self.out = Path(config.output_dir)
+        self.num_classes, self.progress = num_classes, progress
+        self.sampler = EpochBatchSampler(len(train_set), batch_size, config.seed)
+        # Loaders get their own generators: DataLoader draws a seed from it for every iterator,
+        # which would otherwise consume the global RNG (dropout's) and break exact resume.
+        self.train_loader = DataLoader(
+            train_set, batch_sampler=self.sampler, num_workers=num_workers,
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        self.val_loader = (
+            DataLoader(val_set, batch_size=eval_batch_size or batch_size * 4, num_workers=num_workers,
+                       generator=torch.Generator())
+            if val_set is not None else None
+        )
+        precision = config.mixed_precision
+        if precision == "auto":
+            precision = "bf16" if torch.cuda.is_available() and not config.cpu else "no"
+        self.accelerator = Accelerator(
+            mixed_precision=precision, gradient_accumulation_steps=config.grad_accum_steps, cpu=config.cpu
+        )
+
+    # ----- set-up -----
+
+    def _prepare(self) -> None:
+        acc, cfg = self.accelerator, self.config
+        set_seed(cfg.seed)
+        self.distiller.to(acc.device)
+        self.distiller.setup(to_device(next(iter(DataLoader(self.train_loader.dataset, batch_size=2))), acc.device))
+        self.distiller.to(acc.device)  # adapters created by setup
+        optimizer = build_optimizer(self.distiller.trainable_parameters(), cfg.optimizer)
+        self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.grad_accum_steps)
+        self.scheduler = build_scheduler(optimizer, self.steps_per_epoch, cfg.epochs, cfg.schedule)
+        self.model, self.optimizer = acc.prepare(self.distiller, optimizer)
+        if acc.num_processes > 1:
+            self.train_loader = acc.prepare(self.train_loader)
+        self.state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "best_metric": None, "best_epoch": None, "bad_epochs": 0}
+        self._teacher_val = None
+
+    def _training_state(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": ckpt.rng_state(),
+        }
+
+    def _save(self) -> None:
+        if self.accelerator.is_main_process:
+            module = self.accelerator.unwrap_model(self.model)
+            ckpt.save_checkpoint(self.out / "checkpoints", module, self._training_state(), dict(self.state))
+
+    def _resume(self) -> None:
+        path = ckpt.latest_checkpoint(self.out / "checkpoints")
+        if path is None:
+            return
+        training, info = ckpt.load_checkpoint(path, self.accelerator.unwrap_model(self.model))
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        ckpt.set_rng_state(training["rng"])
+        self.state.update(info)
+        self._truncate_log(info["step"])
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+        log = self.out / "metrics.jsonl"
+        if log.is_file():
+            keep = [l for l in log.read_text().splitlines() if l and json.loads(l)["step"] <= step]
+            ckpt.atomic_write_text(log, "".join(k + "\n" for k in keep))
+
+    # ----- the loop -----
+
+    def fit(self, resume: bool = False) -> FitResult:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._prepare()
+        if resume:
+            self._resume()
+        history: list[dict[str, Any]] = []
+        with TrainProgress(self.name, self.config.epochs, len(self.sampler), enabled=self.progress) as bar:
+            while self.state["epoch"] < self.config.epochs:
+                epoch = self.state["epoch"]
+                train_metrics = self._train_epoch(epoch, bar)
+                record = {"epoch": epoch + 1, "step": self.state["step"], **train_metrics, **self._validate()}
+                record["lr"] = self.scheduler.get_last_lr()[0]
+                history.append(record)
+                stop = self._end_epoch(record)
+                bar.end_epoch(record)
+                if stop:
+                    break
+        self.accelerator.wait_for_everyone()
+        return FitResult(self.state["best_metric"], self.state["best_epoch"], self.state["epoch"], history)
+
+    def _train_epoch(self, epoch: int, bar: TrainProgress) -> dict[str, float]:
+        acc, model, cfg = self.accelerator, self.model, self.config
+        self.sampler.epoch, self.sampler.skip = epoch, self.state["batch_in_epoch"]
+        self.distiller.set_epoch(epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        seen, start = 0, time.perf_counter()
+        for batch in self.train_loader:
+            batch = to_device(batch, acc.device)
+            if self.state["batch_in_epoch"] == 0:
+                self._check_labels(batch)
+            with acc.accumulate(model):
+                with acc.autocast():
+                    out = model(batch)
+                parts = {k: v for k, v in out.items() if k not in ("output", "teacher_output")}
+                self._check_finite(parts)
+                acc.backward(out["loss"])
+                if acc.sync_gradients and cfg.max_grad_norm:
+                    acc.clip_grad_norm_(self.distiller.trainable_parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            n = out["output"].shape[0]
+            seen += n
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v.item() * n
+            self.state["batch_in_epoch"] += 1
+            if acc.sync_gradients:
+                self.scheduler.step()
+                self.state["step"] += 1
+                if cfg.checkpoint_every_steps and self.state["step"] % cfg.checkpoint_every_steps == 0:
+                    self._save()
+            bar.advance({k: s / seen for k, s in sums.items()}, seen / (time.perf_counter() - start))
+        self.state["batch_in_epoch"] = 0
+        return {f"train/{k}": s / max(seen, 1) for k, s in sums.items()} | {"train/samples_per_s": seen / (time.perf_counter() - start)}
+
+    def _check_labels(self, batch: Any) -> None:
+        labels = split_batch(batch).get("labels")
+        if self.num_classes and labels is not None and self.config.task == "classification":
+            bad = (labels < 0) | (labels >= self.num_classes)
+            bad &= labels != -100  # the ignore index of token-level losses
+            if bad.any():
+                raise DistilError(
+                    f"labels out of range: found {labels[bad][0].item()} but the models predict "
+                    f"{self.num_classes} classes (labels must be in 0..{self.num_classes - 1})"
+                )
+
+    def _check_finite(self, parts: dict[str, torch.Tensor]) -> None:
+        """Stop before a non-finite loss reaches the weights; the last checkpoint stays good."""
+        if torch.isfinite(parts["loss"]).item():
+            return
+        bad = [k for k, v in parts.items() if k != "loss" and not torch.isfinite(v).item()]
+        raise NonFiniteLossError(
+            f"loss became {parts['loss'].item()} at step {self.state['step'] + 1} "
+            f"(epoch {self.state['epoch'] + 1}); bad part(s): {', '.join(bad) or 'loss'}. "
+            f"The last checkpoint in {self.out / 'checkpoints'} is intact; try a lower learning rate "
+            f"or max_grad_norm."
+        )
+
+    def _validate(self) -> dict[str, float]:
+        if self.val_loader is None:
+            return {}
+        device = self.accelerator.device
+        student = self.accelerator.unwrap_model(self.model).student
+        outputs, labels = predict(student, self.val_loader, device)
+        teacher = self.distiller.teacher
+        if teacher is not None and self._teacher_val is None:
+            self._teacher_val, _ = predict(teacher, self.val_loader, device)
+        metrics = task_metrics(self.config.task, outputs, labels, self._teacher_val)
+        return {f"val/{k}": v for k, v in metrics.items()}
+
+    def _end_epoch(self, record: dict[str, Any]) -> bool:
+        """Log, keep the best student, checkpoint; True when early stopping says stop."""
+        name, sign = _monitor(self.config.task)
+        value = record.get(f"val/{name}")
+        best = self.state["best_metric"]
+        improved = value is not None and (best is None or sign * (value - best) > 0)
+        self.state["epoch"] += 1
+        if improved or value is None:
+            self.state.update(best_metric=value, best_epoch=self.state["epoch"], bad_epochs=0)
+            if self.accelerator.is_main_process:
+                ckpt.save_weights(self.accelerator.unwrap_model(self.model).student, self.out / "best" / "student.safetensors")
+        else:
+            self.state["bad_epochs"] += 1
+        if self.accelerator.is_main_process:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        self._save()
+        patience = self.config.early_stopping_patience
+        return patience is not None and self.state["bad_epochs"] >= patience

@@ -1,0 +1,97 @@
+"""The training loop: learning, frozen teachers, accumulation, early stopping, NaN guard."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from distil.checkpoint import latest_checkpoint
+from distil.config import TrainConfig
+from distil.data import DATASETS
+from distil.distiller import Distiller
+from distil.errors import NonFiniteLossError
+from distil.evaluate import accuracy, predict
+from distil.losses import CrossEntropy, HintonKD
+from distil.models import MODELS
+from distil.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return DATASETS.get("digits")()
+
+
+def mlp(hidden=(32,)):
+    return MODELS.get("mlp")(input_shape=[64], num_classes=10, hidden=list(hidden))
+
+
+def config(tmp_path, **kw):
+    base = dict(epochs=3, output_dir=str(tmp_path / "run"), optimizer={"lr": 3e-3})
+    return TrainConfig(**(base | kw))
+
+
+def test_training_improves_the_student_and_writes_outputs(digits, tmp_path):
+    student = mlp()
+    before = accuracy(*predict(student, torch.utils.data.DataLoader(digits.val, batch_size=256)))
+    result = Trainer(Distiller(student, None, {"ce": CrossEntropy()}), digits.train, digits.val,
+                     config(tmp_path, optimizer={"lr": 1e-2}), progress=False, num_classes=10).fit()
+    assert result.best_metric > max(0.8, before + 0.3)
+    out = tmp_path / "run"
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2, 3]
+    assert {"train/loss", "train/ce", "val/accuracy", "lr"} <= set(lines[0])
+    assert (out / "best" / "student.safetensors").is_file()
+    assert latest_checkpoint(out / "checkpoints") is not None
+
+
+def test_teacher_is_never_updated(digits, tmp_path):
+    teacher = mlp((64,))
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    distiller = Distiller(mlp(), teacher, {"kd": HintonKD(alpha=0.5)})
+    Trainer(distiller, digits.train, digits.val, config(tmp_path, epochs=1), progress=False).fit()
+    for k, v in teacher.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert all(p.grad is None for p in teacher.parameters())
+    assert not distiller.teacher.training  # stayed in eval mode through distiller.train()
+
+
+def _weights_after(tmp_path, name, batch_size, accum, digits):
+    torch.manual_seed(0)
+    student = mlp()
+    cfg = config(tmp_path / name, epochs=1, grad_accum_steps=accum, optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.0})
+    Trainer(Distiller(student, None, {"ce": CrossEntropy()}), digits.train, None, cfg,
+            batch_size=batch_size, progress=False).fit()
+    return student.state_dict()
+
+
+def test_gradient_accumulation_matches_large_batch(digits, tmp_path):
+    # 997 samples: batches of 64 (15 full + one of 37) vs pairs of 32s; trim to a multiple of 64
+    trimmed = torch.utils.data.Subset(digits.train, range(960))
+    digits_trim = type("D", (), {"train": trimmed})
+    a = _weights_after(tmp_path, "a", 64, 1, digits_trim)
+    b = _weights_after(tmp_path, "b", 32, 2, digits_trim)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_early_stopping_stops_when_validation_stalls(digits, tmp_path):
+    cfg = config(tmp_path, epochs=10, early_stopping_patience=2, optimizer={"name": "sgd", "lr": 1e-12})
+    result = Trainer(Distiller(mlp(), None, {"ce": CrossEntropy()}), digits.train, digits.val, cfg, progress=False).fit()
+    assert result.epochs_run == 3  # best at epoch 1, then two epochs without improvement
+
+
+def test_non_finite_loss_stops_with_step_and_part_and_keeps_checkpoint(digits, tmp_path):
+    x, y = digits.train.tensors
+    x = x.clone()
+    x[100] = float("nan")  # one corrupt sample: the step whose batch holds it goes bad
+    data = torch.utils.data.TensorDataset(x, y)
+    cfg = config(tmp_path, epochs=5, checkpoint_every_steps=1)
+    trainer = Trainer(Distiller(mlp(), mlp((64,)), {"kd": HintonKD(alpha=0.0), "ce": CrossEntropy()}),
+                      data, None, cfg, progress=False)
+    with pytest.raises(NonFiniteLossError, match=r"at step \d+ \(epoch 1\); bad part\(s\): kd, ce"):
+        trainer.fit()
+    last = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert last is not None
+    weights = load_file(last / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())

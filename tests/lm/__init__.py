@@ -1,0 +1,1 @@
+"""Tests of the language-model losses and helpers."""

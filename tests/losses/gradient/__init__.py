@@ -1,0 +1,1 @@
+"""Tests of the gradient-based losses (a package, so test_end_to_end.py names do not clash)."""
