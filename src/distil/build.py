@@ -17,7 +17,7 @@ from torch.utils.data import TensorDataset
 from distil.checkpoint import load_weights
 from distil.config import LossConfig, ModelConfig, Recipe, format_errors
 from distil.data import DATASETS, DataBundle
-from distil.distiller import Distiller, Term
+from distil.distiller import TEACHER_INPUTS, Distiller, Term, loss_inputs
 from distil.errors import ConfigError, DistilError
 from distil.losses import LOSSES
 from distil.models import MODELS
@@ -119,7 +119,9 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
     """Build what can be built cheaply (student, losses, teachers with weights) so that every
     recipe mistake surfaces before a single training step, and before the run folder is touched."""
     build_model(recipe.student, bundle, "student")
-    build_losses(recipe.losses)
+    for i, term in enumerate(build_losses(recipe.losses).values()):
+        if not recipe.teachers and TEACHER_INPUTS & set(loss_inputs(term.loss)):
+            raise ConfigError(f"losses[{i}]: {recipe.losses[i].name} learns from a teacher; add a `teacher:` section")
     for i, teacher in enumerate(recipe.teachers):
         if teacher.checkpoint and not teacher.pretrained:
             build_model(teacher, bundle, "teacher" if len(recipe.teachers) == 1 else f"teacher[{i}]")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distil.errors import ConfigError
 from distil.types import Fraction, NonNegative, Positive, PositiveInt
@@ -42,6 +42,9 @@ class TeacherConfig(ModelConfig):
         None, description="train the teacher with cross-entropy for this many epochs when no checkpoint exists"
     )
     weight: NonNegative = Field(1.0, description="weight in a multi-teacher ensemble")
+    data_params: dict[str, Any] = Field(
+        default_factory=dict, description="data.params overrides for training the teacher (e.g. augmentation)"
+    )
 
 
 class LossConfig(BaseModel):
@@ -102,12 +105,6 @@ class Recipe(TrainConfig):
     teacher: TeacherConfig | list[TeacherConfig] | None = None
     student: ModelConfig
     losses: list[LossConfig] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _teachers_for_losses(self) -> "Recipe":
-        if self.teacher is None and any(l.name not in ("cross_entropy", "mse") for l in self.losses):
-            raise ValueError("losses other than cross_entropy/mse need a teacher; add a `teacher:` section")
-        return self
 
     @property
     def teachers(self) -> list[TeacherConfig]:

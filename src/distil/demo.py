@@ -48,7 +48,10 @@ def run_demo(output_dir: str = "runs/demo", seed: int = 0, fast: bool = False, p
         shutil.rmtree(out)  # the demo folder is the demo's own: always start fresh
     recipe = demo_recipe(output_dir, seed, FAST if fast else [])
     bundle = build_data(recipe)
-    console.print(f"[bold]distil demo[/]: digits 8x8, {len(bundle.train)} train / {len(bundle.val)} val / {len(bundle.test)} test samples")
+    console.print(
+        f"[bold]distil demo[/]: digits 8x8; teacher trains on the full training split, students on "
+        f"{len(bundle.train)} images; {len(bundle.val)} validation / {len(bundle.test)} test samples"
+    )
     teacher = train_teacher(recipe, recipe.teacher, bundle, out / "teacher", resume=False, progress=progress)
     baseline_recipe = recipe.model_copy(update={
         "teacher": None, "losses": [LossConfig(name="cross_entropy")], "output_dir": str(out / "baseline"),
@@ -62,9 +65,10 @@ def run_demo(output_dir: str = "runs/demo", seed: int = 0, fast: bool = False, p
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     notes = (
-        f"Digits 8x8 (scikit-learn), seed {seed}. Teacher: MLP {recipe.teacher.params.get('hidden')}; "
-        f"students: MLP {recipe.student.params.get('hidden')}, trained on hard labels (baseline) or "
-        f"distilled from the teacher (Hinton KD, recipes/digits_kd.yaml). Test split of {len(bundle.test)} samples."
+        f"Digits 8x8 (scikit-learn), seed {seed}. Teacher: MLP {recipe.teacher.params.get('hidden')} trained on the "
+        f"whole training split; students: MLP {recipe.student.params.get('hidden')} on {len(bundle.train)} of its "
+        f"images, trained on hard labels (baseline) or distilled from the teacher (Hinton KD, "
+        f"recipes/digits_kd.yaml) from the same initial weights. Test split of {len(bundle.test)} samples."
     )
     md, page = write_report(out, "distil demo: digits", notes)
     print_table(metrics, console)
@@ -77,4 +81,6 @@ def print_table(models: dict[str, dict[str, Any]], console: Console) -> None:
     table = Table(*header, title="test split")
     for row in rows:
         table.add_row(*row)
+    if not console.is_terminal:  # logs and pipes: do not squeeze the table into 80 columns
+        console = Console(file=console.file, width=132, quiet=console.quiet)
     console.print(table)

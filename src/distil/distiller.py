@@ -19,6 +19,7 @@ from distil.taps import Taps, resolve
 from distil.teacher import CallableTeacher, FrozenTeacher, TeacherEnsemble, as_logits, call_model
 
 RESERVED = {"loss", "output", "teacher_output"}
+TEACHER_INPUTS = {"teacher_logits", "teacher_features", "teacher"}
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Term:
         return self.weight * ramp
 
 
-def _arguments(loss: nn.Module) -> tuple[str, ...]:
+def loss_inputs(loss: nn.Module) -> tuple[str, ...]:
     """The forward arguments the Distiller can bind; an unbindable required one is an error."""
     params = inspect.signature(loss.forward).parameters.values()
     names = []
@@ -105,14 +106,14 @@ class Distiller(nn.Module):
             if name in RESERVED:
                 raise ConfigError(f"losses: {name!r} is reserved, pick another name")
             term = term if isinstance(term, Term) else Term(term)
-            term.needs = _arguments(term.loss)
+            term.needs = loss_inputs(term.loss)
             self.terms[name], self.losses[name] = term, term.loss
         self.epoch = 0.0
         self._resolve_layers()
         self._student_taps = Taps(student, self._layers("student_layers"))
         self._teacher_taps = self._make_teacher_taps()
         needs = set().union(*(t.needs for t in self.terms.values()))
-        self.needs_teacher = bool({"teacher_logits", "teacher_features", "teacher"} & needs)
+        self.needs_teacher = bool(TEACHER_INPUTS & needs)
         if self.teacher is None and {"teacher_features", "teacher"} & needs:
             raise ConfigError("losses need a teacher model, but none was given")
         # With no teacher, teacher_logits must come with each batch (a logit cache).

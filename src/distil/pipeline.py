@@ -76,6 +76,9 @@ def train_teacher(recipe: Recipe, cfg: TeacherConfig, bundle: DataBundle, out: P
     if (out / "done.json").is_file():
         return load_weights(model, best)
     stage = recipe.model_copy(update={"epochs": cfg.epochs, "output_dir": str(out), "early_stopping_patience": None})
+    if cfg.data_params:
+        data = recipe.data.model_copy(update={"params": recipe.data.params | cfg.data_params})
+        bundle = build_data(stage.model_copy(update={"data": data}))
     trainer = make_trainer(stage, Distiller(model, None, build_losses(_hard_loss(recipe))), bundle, progress, "teacher")
     fit = trainer.fit(resume=resume)
     atomic_write_text(out / "done.json", json.dumps({"best_metric": fit.best_metric, "best_epoch": fit.best_epoch}))

@@ -8,6 +8,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+SUMMARY = ("train/loss", "val/accuracy", "val/agreement", "val/kl", "val/mse", "val/teacher_mse")
+
+
 def _fmt(values: dict[str, float]) -> str:
     return "  ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in values.items())
 
@@ -47,9 +50,11 @@ class TrainProgress:
     def end_epoch(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        shown = {k: v for k, v in record.items() if k.startswith(("train/loss", "val/")) and isinstance(v, float)}
+        shown = {k: v for k, v in record.items() if k in SUMMARY and isinstance(v, float)}
         self._progress.remove_task(self._task)
-        self._progress.console.print(f"[dim]{self.name}[/] epoch {record['epoch']}: {_fmt(shown)}")
+        every = max(1, self.epochs // 10)  # about ten summary lines per training
+        if record["epoch"] % every == 0 or record["epoch"] == self.epochs:
+            self._progress.console.print(f"[dim]{self.name}[/] epoch {record['epoch']}: {_fmt(shown)}")
         if record["epoch"] < self.epochs:
             self._new_task()
 

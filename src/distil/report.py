@@ -20,7 +20,7 @@ from distil.errors import DistilError
 COLUMNS = [  # (key, header, format)
     ("accuracy", "accuracy", "{:.2%}"),
     ("agreement", "agreement", "{:.2%}"),
-    ("kl", "KL(T||S)", "{:.4f}"),
+    ("kl", "KL to teacher", "{:.4f}"),
     ("mse", "MSE", "{:.4f}"),
     ("teacher_mse", "MSE to teacher", "{:.4f}"),
     ("ece", "ECE", "{:.3f}"),

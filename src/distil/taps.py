@@ -29,7 +29,7 @@ def resolve(model: nn.Module, names: list[str] | tuple[str, ...]) -> list[str]:
                 + (f"; closest: {', '.join(hint)}" if hint else "")
                 + " (run `distil inspect` to list layer names)"
             )
-        out.extend(h for h in hits if h not in out)
+        out.extend(hits)  # repeats are kept: pairwise losses (FSP) list a layer twice
     return out
 
 
@@ -40,7 +40,7 @@ class Taps:
     """
 
     def __init__(self, model: nn.Module, names: list[str] | tuple[str, ...]):
-        self.names = resolve(model, names) if names else []
+        self.names = list(dict.fromkeys(resolve(model, names))) if names else []
         self.outputs: dict[str, Tensor] = {}
         modules = dict(model.named_modules())
         self._handles = [modules[n].register_forward_hook(self._hook(n)) for n in self.names]

@@ -185,6 +185,8 @@ class Trainer:
     def _train_epoch(self, epoch: int, bar: TrainProgress) -> dict[str, float]:
         acc, model, cfg = self.accelerator, self.model, self.config
         self.sampler.epoch, self.sampler.skip = epoch, self.state["batch_in_epoch"]
+        if hasattr(self.train_loader.dataset, "set_epoch"):  # per-epoch augmentation
+            self.train_loader.dataset.set_epoch(epoch)
         self.distiller.set_epoch(epoch)
         model.train()
         sums: dict[str, float] = {}

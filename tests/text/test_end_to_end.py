@@ -1,6 +1,7 @@
 """CPU end-to-end runs: BERT -> BiLSTM on an augmented transfer set (Tang et al. 2019), and the
 TinyBERT / MiniLM layer-wise terms through the Distiller's taps on a shallower, narrower student."""
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -101,5 +102,7 @@ def test_tinybert_and_minilm_terms_through_taps(make_bert, sentiment, toy_tokeni
     assert last_["hidn"] < 0.5 * first["hidn"]
     distiller.set_epoch(3)
     out = distiller(next(iter(loader)))
-    assert set(out) == {"pred", "loss", "output", "teacher_output"}
+    assert set(out) == {"pred", "embd", "hidn", "attn", "minilm", "loss", "output", "teacher_output"}
+    assert all(out[k].item() == 0 for k in ("embd", "hidn", "attn", "minilm"))  # inactive terms log zero
+    assert out["loss"].item() == pytest.approx(out["pred"].item())
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in teacher.parameters())

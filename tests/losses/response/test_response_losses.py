@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from pydantic import ValidationError
 
 from distil.losses import DKD, LOSSES, HintonKD, LogitMSE, RegressionKD, SoftTargetCE
