@@ -60,8 +60,8 @@ def check_labels(bundle: DataBundle) -> None:
 
 
 def build_model(cfg: ModelConfig, bundle: DataBundle, field: str) -> nn.Module:
-    """Call the registered factory; `input_shape` and `num_classes` are filled from the data when
-    the factory takes them and the recipe does not set them."""
+    """Call the registered factory; `input_shape`, `num_classes` and the data's `model_kwargs`
+    (e.g. `vocab_size`) are filled in when the factory takes them and the recipe does not set them."""
     factory = MODELS.get(cfg.model)
     options = dict(cfg.params)
     accepted = inspect.signature(factory).parameters
@@ -69,6 +69,9 @@ def build_model(cfg: ModelConfig, bundle: DataBundle, field: str) -> nn.Module:
         options.setdefault("input_shape", list(bundle.input_shape))
     if "num_classes" in accepted:
         options.setdefault("num_classes", bundle.num_outputs)
+    for key, value in bundle.model_kwargs.items():
+        if key in accepted:
+            options.setdefault(key, value)
     model = _call(factory, options, f"{field}.params")
     if cfg.checkpoint:
         load_weights(model, cfg.checkpoint)

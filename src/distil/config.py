@@ -85,7 +85,7 @@ class TrainConfig(_Strict):
     """How to train: the Trainer's settings, also the top-level fields of a recipe."""
 
     seed: int = 0
-    task: Literal["classification", "regression"] = "classification"
+    task: Literal["classification", "regression", "language_modeling"] = "classification"
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     epochs: PositiveInt = 10

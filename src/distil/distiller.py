@@ -13,6 +13,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from distil.batch import split_batch
 from distil.errors import ConfigError
 from distil.losses.base import BINDABLE
 from distil.taps import Taps, resolve
@@ -61,20 +62,6 @@ def loss_inputs(loss: nn.Module) -> tuple[str, ...]:
                 f"(it supplies: {', '.join(BINDABLE)})"
             )
     return tuple(names)
-
-
-def split_batch(batch: Any) -> dict[str, Any]:
-    """Normalise a batch: `(x, y[, w])` tuples or dicts with model inputs plus `labels`,
-    `sample_weight`, `indices` and precomputed `teacher_logits` keys."""
-    if isinstance(batch, Mapping):
-        rest = dict(batch)
-        out = {k: rest.pop(k) for k in ("labels", "sample_weight", "indices", "teacher_logits") if k in rest}
-        out["inputs"] = rest.pop("inputs", rest)
-        return out
-    if isinstance(batch, (tuple, list)):
-        names = ("inputs", "labels", "sample_weight")
-        return dict(zip(names, batch))
-    return {"inputs": batch}
 
 
 class Distiller(nn.Module):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import contextmanager
 from typing import Any, Iterable
 
 import torch
@@ -16,27 +17,31 @@ import torch.nn.functional as F
 from safetensors.torch import save
 from torch import Tensor, nn
 
+from distil.batch import repeat_sample, split_batch, to_device
 from distil.teacher import as_logits, call_model
 
 
 @torch.no_grad()
 def predict(model: nn.Module, batches: Iterable[Any], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor | None]:
-    """Run a model over `(inputs, labels)` batches in eval mode; return (outputs, labels) on CPU."""
-    from distil.distiller import split_batch
-    from distil.trainer import to_device
-
-    was_training = model.training
-    model.eval()
+    """Run a model over batches in eval mode; return (outputs, labels) concatenated on the CPU."""
     outs, labels = [], []
-    try:
+    with _eval_mode(model):
         for batch in batches:
             parts = to_device(split_batch(batch), device)
             outs.append(as_logits(call_model(model, parts["inputs"])).float().cpu())
             if parts.get("labels") is not None:
                 labels.append(parts["labels"].cpu())
+    return torch.cat(outs), (torch.cat(labels) if labels else None)
+
+
+@contextmanager
+def _eval_mode(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
     finally:
         model.train(was_training)
-    return torch.cat(outs), (torch.cat(labels) if labels else None)
 
 
 def accuracy(logits: Tensor, labels: Tensor, k: int = 1) -> float:
@@ -104,6 +109,52 @@ def task_metrics(task: str, outputs: Tensor, labels: Tensor | None, teacher_outp
     return fn(outputs, labels, teacher_outputs)
 
 
+@torch.no_grad()
+def language_model_metrics(
+    model: nn.Module, batches: Iterable[Any], device: torch.device | str = "cpu", teacher: nn.Module | None = None
+) -> dict[str, float]:
+    """Next-token metrics over tokens whose label is not -100, streamed batch by batch because the
+    (tokens x vocab) logits of a whole split do not fit in memory: token accuracy, NLL, perplexity,
+    and with a teacher, next-token agreement and mean KL(teacher || student) per token."""
+    sums = {"tokens": 0.0, "correct": 0.0, "nll": 0.0, "agree": 0.0, "kl": 0.0}
+    with _eval_mode(model):
+        for batch in batches:
+            parts = to_device(split_batch(batch), device)
+            logits = as_logits(call_model(model, parts["inputs"])).float()[:, :-1]  # (B, T-1, V)
+            labels = parts["labels"][:, 1:]  # position t predicts token t + 1
+            mask = labels != -100
+            kept = logits[mask]  # (N, V)
+            target = labels[mask]
+            sums["tokens"] += target.numel()
+            sums["correct"] += (kept.argmax(-1) == target).sum().item()
+            sums["nll"] += F.cross_entropy(kept, target, reduction="sum").item()
+            if teacher is not None:
+                t_kept = as_logits(teacher(parts["inputs"])).float()[:, :-1][mask]
+                sums["agree"] += (kept.argmax(-1) == t_kept.argmax(-1)).sum().item()
+                log_t, log_s = F.log_softmax(t_kept, -1), F.log_softmax(kept, -1)
+                sums["kl"] += (log_t.exp() * (log_t - log_s)).sum().item()
+    n = max(sums["tokens"], 1.0)
+    out = {"token_accuracy": sums["correct"] / n, "nll": sums["nll"] / n, "perplexity": float(torch.tensor(sums["nll"] / n).exp())}
+    if teacher is not None:
+        out.update(agreement=sums["agree"] / n, kl=sums["kl"] / n)
+    return out
+
+
+def evaluate_model(
+    model: nn.Module, batches: Iterable[Any], task: str, device: torch.device | str = "cpu",
+    teacher: nn.Module | None = None, teacher_outputs: Tensor | None = None,
+) -> tuple[dict[str, float], Tensor | None]:
+    """Task metrics of `model` (and fidelity to `teacher`) on a split. Returns the metrics and the
+    teacher's outputs, which classification and regression callers may pass back to skip
+    recomputing a frozen teacher every epoch."""
+    if task == "language_modeling":
+        return language_model_metrics(model, batches, device, teacher), None
+    outputs, labels = predict(model, batches, device)
+    if teacher is not None and teacher_outputs is None:
+        teacher_outputs, _ = predict(teacher, batches, device)
+    return task_metrics(task, outputs, labels, teacher_outputs), teacher_outputs
+
+
 # ----- cost -----
 
 def count_params(model: nn.Module) -> int:
@@ -124,44 +175,43 @@ def size_bytes(model: nn.Module) -> int:
 
 @torch.no_grad()
 def latency_ms(
-    model: nn.Module, example: Tensor, batch_size: int = 1, warmup: int = 3, repeats: int = 30, budget_s: float = 1.0
+    model: nn.Module, example: Any, batch_size: int = 1, warmup: int = 3, repeats: int = 30, budget_s: float = 1.0
 ) -> float:
     """Median milliseconds per *sample* for a forward pass at `batch_size` (after warm-up).
 
-    Stops early once `budget_s` is spent (at least 3 repeats), so large models stay quick to report."""
-    was_training = model.training
-    model.eval()
-    x = example[:1].expand(batch_size, *example.shape[1:]).contiguous()
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    times = []
-    try:
+    `example` is one sample's inputs with a batch dimension (a tensor or a dict of them). Stops
+    early once `budget_s` is spent (at least 3 repeats), so large models stay quick to report."""
+    x = repeat_sample(example, batch_size)
+    first = x if isinstance(x, Tensor) else next(iter(x.values()))
+    sync = torch.cuda.synchronize if first.is_cuda else (lambda: None)
+    times: list[float] = []
+    with _eval_mode(model):
         for i in range(warmup + repeats):
             sync()
             start = time.perf_counter()
-            model(x)
+            call_model(model, x)
             sync()
             if i >= warmup:
                 times.append(time.perf_counter() - start)
                 if len(times) >= 3 and sum(times) > budget_s:
                     break
-    finally:
-        model.train(was_training)
     return statistics.median(times) * 1000 / batch_size
 
 
-def flops(model: nn.Module, example: Tensor) -> int | None:
+def flops(model: nn.Module, example: Any) -> int | None:
     """Forward FLOPs per sample as counted by torch's FlopCounterMode (None if it cannot)."""
-    try:
-        from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode
 
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model.eval()(example[:1])
+    try:
+        with torch.no_grad(), _eval_mode(model), FlopCounterMode(display=False) as counter:
+            call_model(model, example)
         return int(counter.get_total_flops())
     except (RuntimeError, NotImplementedError, TypeError):  # some ops have no FLOP formula
         return None
 
 
-def cost_metrics(model: nn.Module, example: Tensor) -> dict[str, Any]:
+def cost_metrics(model: nn.Module, example: Any) -> dict[str, Any]:
+    """Parameters, serialised size, latency at batch 1 and 64, and FLOPs per sample."""
     return {
         "params": count_params(model),
         "size_bytes": size_bytes(model),

@@ -24,7 +24,8 @@ from distil.config import LossConfig, Recipe, TeacherConfig, dump_recipe
 from distil.data import DataBundle
 from distil.distiller import Distiller
 from distil.errors import ConfigError
-from distil.evaluate import cost_metrics, predict, task_metrics
+from distil.batch import first_sample, split_batch
+from distil.evaluate import cost_metrics, evaluate_model
 from distil.trainer import FitResult, Trainer
 
 RESUMABLE_CHANGES = {"epochs", "early_stopping_patience"}
@@ -64,8 +65,12 @@ def prepare_output_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
     return out
 
 
+HARD_LOSS = {"classification": "cross_entropy", "regression": "mse", "language_modeling": "token_ce"}
+
+
 def _hard_loss(recipe: Recipe) -> list[LossConfig]:
-    return [LossConfig(name="cross_entropy" if recipe.task == "classification" else "mse")]
+    """The supervised loss a teacher trains with when the recipe asks to train it first."""
+    return [LossConfig(name=HARD_LOSS[recipe.task])]
 
 
 def train_teacher(recipe: Recipe, cfg: TeacherConfig, bundle: DataBundle, out: Path, resume: bool, progress: bool) -> nn.Module:
@@ -118,11 +123,9 @@ def load_teachers(recipe: Recipe, bundle: DataBundle, out: Path, resume: bool, p
 
 def evaluate_split(model: nn.Module, bundle: DataBundle, task: str, teacher: nn.Module | None = None, split: str = "test") -> dict[str, Any]:
     """Task metrics, fidelity to `teacher` and cost of `model` on a data split, on the CPU."""
-    loader = DataLoader(getattr(bundle, split), batch_size=256)
-    outputs, labels = predict(model, loader)
-    teacher_outputs = predict(teacher, loader)[0] if teacher is not None else None
-    metrics = task_metrics(task, outputs, labels, teacher_outputs)
-    example = next(iter(loader))[0][:1]
+    loader = DataLoader(getattr(bundle, split), batch_size=256 if task != "language_modeling" else 8)
+    metrics, _ = evaluate_model(model, loader, task, teacher=teacher)
+    example = first_sample(split_batch(next(iter(loader)))["inputs"])
     return metrics | cost_metrics(model, example)
 
 

@@ -22,21 +22,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from distil import checkpoint as ckpt
 from distil.config import TrainConfig
-from distil.distiller import Distiller, split_batch
+from distil.batch import split_batch, to_device
+from distil.distiller import Distiller
 from distil.errors import DistilError, NonFiniteLossError
-from distil.evaluate import predict, task_metrics
+from distil.evaluate import evaluate_model
 from distil.optim import build_optimizer, build_scheduler
 from distil.progress import TrainProgress
-
-
-def to_device(batch: Any, device: torch.device | str) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -67,7 +58,7 @@ class FitResult:
 
 def _monitor(task: str) -> tuple[str, int]:
     """Metric that picks the best checkpoint and its sign (+1: higher is better)."""
-    return ("accuracy", 1) if task == "classification" else ("mse", -1)
+    return {"classification": ("accuracy", 1), "regression": ("mse", -1), "language_modeling": ("nll", -1)}[task]
 
 
 class Trainer:
@@ -245,13 +236,11 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         if self.val_loader is None:
             return {}
-        device = self.accelerator.device
         student = self.accelerator.unwrap_model(self.model).student
-        outputs, labels = predict(student, self.val_loader, device)
-        teacher = self.distiller.teacher
-        if teacher is not None and self._teacher_val is None:
-            self._teacher_val, _ = predict(teacher, self.val_loader, device)
-        metrics = task_metrics(self.config.task, outputs, labels, self._teacher_val)
+        metrics, self._teacher_val = evaluate_model(
+            student, self.val_loader, self.config.task, self.accelerator.device,
+            self.distiller.teacher, self._teacher_val,  # a frozen teacher's outputs are computed once
+        )
         return {f"val/{k}": v for k, v in metrics.items()}
 
     def _end_epoch(self, record: dict[str, Any]) -> bool:
