@@ -95,6 +95,8 @@ class TrainConfig(_Strict):
     early_stopping_patience: PositiveInt | None = Field(None, description="epochs without improvement")
     checkpoint_every_steps: PositiveInt | None = Field(None, description="also checkpoint mid-epoch")
     cpu: bool = Field(False, description="train on the CPU even when a GPU is present")
+    channels_last: bool = Field(False, description="NHWC memory layout for image models (faster convolutions on GPU)")
+    compile: bool = Field(False, description="torch.compile the student and teacher (pays off on long GPU runs)")
     output_dir: str = "runs/run"
 
 

@@ -13,12 +13,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from distil import checkpoint as ckpt
 from distil.config import TrainConfig
@@ -28,6 +28,7 @@ from distil.errors import DistilError, NonFiniteLossError
 from distil.evaluate import evaluate_model
 from distil.optim import build_optimizer, build_scheduler
 from distil.progress import TrainProgress
+from distil.teacher import FrozenTeacher
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -48,12 +49,45 @@ class EpochBatchSampler(Sampler[list[int]]):
             yield order[start : start + self.batch_size]
 
 
+class TensorBatches:
+    """Batches of an in-memory `TensorDataset` by direct indexing: one gather per tensor per batch
+    instead of DataLoader's per-sample fetch and collate, from tensors that can live on the GPU
+    (no host-to-device copy per step). Yields exactly what a DataLoader over the same batches would."""
+
+    def __init__(self, dataset: TensorDataset, batches: Iterable[list[int]], device: torch.device | None = None):
+        self.dataset, self.batches = dataset, batches
+        self.tensors = [t.to(device) for t in dataset.tensors] if device is not None else list(dataset.tensors)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        for idx in self.batches:
+            index = torch.as_tensor(idx, device=self.tensors[0].device)
+            yield [t[index] for t in self.tensors]
+
+
+def _in_order(size: int, batch_size: int) -> list[list[int]]:
+    return [list(range(i, min(i + batch_size, size))) for i in range(0, size, batch_size)]
+
+
 @dataclass
 class FitResult:
     best_metric: float | None
     best_epoch: int | None
     epochs_run: int
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _channels_last(batch: Any) -> Any:
+    """4-D float tensors (image batches) in NHWC memory layout, which GPU convolutions prefer."""
+    if isinstance(batch, torch.Tensor):
+        return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 and batch.is_floating_point() else batch
+    if isinstance(batch, dict):
+        return {k: _channels_last(v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_channels_last(v) for v in batch)
+    return batch
 
 
 def _monitor(task: str) -> tuple[str, int]:
@@ -85,24 +119,31 @@ class Trainer:
         self.distiller, self.config, self.name = distiller, config, name
         self.out = Path(config.output_dir)
         self.num_classes, self.progress = num_classes, progress
-        self.sampler = EpochBatchSampler(len(train_set), batch_size, config.seed)
-        # Loaders get their own generators: DataLoader draws a seed from it for every iterator,
-        # which would otherwise consume the global RNG (dropout's) and break exact resume.
-        self.train_loader = DataLoader(
-            train_set, batch_sampler=self.sampler, num_workers=num_workers,
-            generator=torch.Generator().manual_seed(config.seed),
-        )
-        self.val_loader = (
-            DataLoader(val_set, batch_size=eval_batch_size or batch_size * 4, num_workers=num_workers,
-                       generator=torch.Generator())
-            if val_set is not None else None
-        )
         precision = config.mixed_precision
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_available() and not config.cpu else "no"
         self.accelerator = Accelerator(
             mixed_precision=precision, gradient_accumulation_steps=config.grad_accum_steps, cpu=config.cpu
         )
+        self.sampler = EpochBatchSampler(len(train_set), batch_size, config.seed)
+        eval_size = eval_batch_size or batch_size * 4
+        fast = num_workers == 0 and self.accelerator.num_processes == 1
+        device = self.accelerator.device if self.accelerator.device.type != "cpu" else None
+        if fast and isinstance(train_set, TensorDataset):
+            self.train_loader = TensorBatches(train_set, self.sampler, device)
+        else:
+            # Loaders get their own generators: DataLoader draws a seed from it for every iterator,
+            # which would otherwise consume the global RNG (dropout's) and break exact resume.
+            self.train_loader = DataLoader(
+                train_set, batch_sampler=self.sampler, num_workers=num_workers,
+                generator=torch.Generator().manual_seed(config.seed), pin_memory=device is not None,
+            )
+        if val_set is None:
+            self.val_loader = None
+        elif fast and isinstance(val_set, TensorDataset):
+            self.val_loader = TensorBatches(val_set, _in_order(len(val_set), eval_size), device)
+        else:
+            self.val_loader = DataLoader(val_set, batch_size=eval_size, num_workers=num_workers, generator=torch.Generator())
 
     # ----- set-up -----
 
@@ -112,6 +153,12 @@ class Trainer:
         self.distiller.to(acc.device)
         self.distiller.setup(to_device(next(iter(DataLoader(self.train_loader.dataset, batch_size=2))), acc.device))
         self.distiller.to(acc.device)  # adapters created by setup
+        if cfg.channels_last:
+            self.distiller.to(memory_format=torch.channels_last)
+        if cfg.compile:  # in place: parameter names, and so checkpoints, stay as they were
+            self.distiller.student.compile()
+            if isinstance(self.distiller.teacher, FrozenTeacher):
+                self.distiller.teacher.module.compile()
         optimizer = build_optimizer(self.distiller.trainable_parameters(), cfg.optimizer)
         self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.grad_accum_steps)
         self.scheduler = build_scheduler(optimizer, self.steps_per_epoch, cfg.epochs, cfg.schedule)
@@ -184,6 +231,8 @@ class Trainer:
         seen, start = 0, time.perf_counter()
         for batch in self.train_loader:
             batch = to_device(batch, acc.device)
+            if cfg.channels_last:
+                batch = _channels_last(batch)
             if self.state["batch_in_epoch"] == 0:
                 self._check_labels(batch)
             with acc.accumulate(model):

@@ -95,3 +95,38 @@ def test_non_finite_loss_stops_with_step_and_part_and_keeps_checkpoint(digits, t
     assert last is not None
     weights = load_file(last / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def _train(tmp_path, name, data, **cfg):
+    torch.manual_seed(0)
+    student = MODELS.get("small_cnn")(input_shape=[1, 8, 8], num_classes=10, channels=[4, 8], dropout=0.1)
+    Trainer(Distiller(student, None, {"ce": CrossEntropy()}), data, None,
+            config(tmp_path / name, epochs=2, **cfg), batch_size=32, progress=False).fit()
+    return student.state_dict()
+
+
+def test_fast_tensor_path_and_channels_last_train_like_the_dataloader_path(tmp_path):
+    """In-memory tensors are batched by direct indexing; results match a DataLoader over the same
+    batches, and the NHWC memory layout changes nothing but speed."""
+    images = DATASETS.get("digits")(layout="image").train
+    fast = _train(tmp_path, "fast", images)
+    slow = _train(tmp_path, "slow", torch.utils.data.Subset(images, range(len(images))))  # not a TensorDataset
+    nhwc = _train(tmp_path, "nhwc", images, channels_last=True)
+    for key in fast:
+        torch.testing.assert_close(fast[key], slow[key], rtol=0, atol=0)
+        torch.testing.assert_close(fast[key], nhwc[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_training_keeps_checkpoint_names(digits, tmp_path):
+    student = mlp()
+    cfg = config(tmp_path, epochs=1, compile=True, optimizer={"lr": 1e-2})
+    result = Trainer(Distiller(student, mlp((64,)), {"kd": HintonKD(alpha=0.5)}), digits.train, digits.val, cfg,
+                     progress=False).fit()
+    assert result.best_metric > 0.5
+    plain = mlp()
+    from distil.checkpoint import load_weights
+
+    load_weights(plain, tmp_path / "run" / "best" / "student.safetensors")  # strict: same names as eager
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(value, student.state_dict()[key])
