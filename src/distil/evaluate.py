@@ -129,7 +129,7 @@ def language_model_metrics(
             sums["correct"] += (kept.argmax(-1) == target).sum().item()
             sums["nll"] += F.cross_entropy(kept, target, reduction="sum").item()
             if teacher is not None:
-                t_kept = as_logits(teacher(parts["inputs"])).float()[:, :-1][mask]
+                t_kept = as_logits(call_model(teacher, parts["inputs"])).float()[:, :-1][mask]
                 sums["agree"] += (kept.argmax(-1) == t_kept.argmax(-1)).sum().item()
                 log_t, log_s = F.log_softmax(t_kept, -1), F.log_softmax(kept, -1)
                 sums["kl"] += (log_t.exp() * (log_t - log_s)).sum().item()

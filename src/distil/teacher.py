@@ -31,8 +31,11 @@ def as_logits(output: Any) -> Tensor:
 
 
 def call_model(model: Callable, inputs: Any) -> Any:
-    """Call with a dict of keyword inputs (Hugging Face style) or a single positional input."""
-    return model(**inputs) if isinstance(inputs, dict) else model(inputs)
+    """Call with a dict of keyword inputs (Hugging Face style) or a single positional input.
+    Teacher wrappers take the inputs whole, whatever their form."""
+    if isinstance(inputs, dict) and not getattr(model, "takes_whole_inputs", False):
+        return model(**inputs)
+    return model(inputs)
 
 
 class FrozenTeacher(nn.Module):
@@ -43,6 +46,8 @@ class FrozenTeacher(nn.Module):
     saved for the student's backward pass, and the losses multiply by teacher outputs).
     `autocast` runs the teacher in bf16/fp16 on GPU, where the teacher forward is pure overhead.
     """
+
+    takes_whole_inputs = True
 
     def __init__(self, module: nn.Module, autocast: torch.dtype | None = None):
         super().__init__()
@@ -70,6 +75,8 @@ class TeacherEnsemble(nn.Module):
     Multi-teacher averaging as in Hinton et al. 2015 (ensembles) and You et al., "Learning from
     Multiple Teacher Networks", KDD 2017.
     """
+
+    takes_whole_inputs = True
 
     def __init__(self, teachers: Sequence[nn.Module], weights: Sequence[float] | None = None, combine: str = "probs"):
         super().__init__()
@@ -100,6 +107,8 @@ class CallableTeacher(nn.Module):
     The function gets no gradients, so any black box works (Bucilua et al., "Model Compression",
     KDD 2006, distil ensembles of arbitrary learners this way).
     """
+
+    takes_whole_inputs = True
 
     def __init__(self, fn: Callable[[Any], Any], outputs: str = "logits", numpy: bool = False):
         super().__init__()

@@ -22,7 +22,7 @@ def word_tokenizer(texts: Sequence[str], *, vocab_size: int = 30000, min_frequen
     [PAD] has id 0 (the students' default `padding_idx`), unknown words map to [UNK], and every
     encoding is wrapped as `[CLS] ... [SEP]` as BERT expects.
     """
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import WordLevel
     from tokenizers.trainers import WordLevelTrainer
 
@@ -35,6 +35,35 @@ def word_tokenizer(texts: Sequence[str], *, vocab_size: int = 30000, min_frequen
     tok.train_from_iterator(
         list(texts), WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIALS))
     )
+    return _wrap_cls_sep(tok)
+
+
+def fixed_word_tokenizer(words: Sequence[str], *, lowercase: bool = True) -> Any:
+    """Like `word_tokenizer`, but over a given word list: the specials get ids 0-4 and `words[i]` id 5 + i.
+
+    The ids then depend on nothing but the list, so data sets built with different sizes or seeds
+    (a teacher trained on more data than the student, say) still share one vocabulary.
+    """
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+
+    words = list(dict.fromkeys(w.lower() if lowercase else w for w in words))
+    clash = [w for w in words if w in SPECIALS]
+    if clash:
+        raise ValueError(f"words: must not contain the special tokens, got {clash}")
+    vocab = {t: i for i, t in enumerate([*SPECIALS, *words])}
+    tok = Tokenizer(WordLevel(vocab=vocab, unk_token="[UNK]"))
+    if lowercase:
+        tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(list(SPECIALS))  # so "[MASK]" in text is one token, as the trainer does
+    return _wrap_cls_sep(tok)
+
+
+def _wrap_cls_sep(tok: Any) -> Any:
+    """Wrap every encoding as `[CLS] ... [SEP]`, as BERT expects."""
+    from tokenizers import processors
+
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
