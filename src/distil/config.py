@@ -94,6 +94,9 @@ class TrainConfig(_Strict):
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 on GPU")
     early_stopping_patience: PositiveInt | None = Field(None, description="epochs without improvement")
     checkpoint_every_steps: PositiveInt | None = Field(None, description="also checkpoint mid-epoch")
+    sync_every_steps: PositiveInt = Field(
+        1, description="read metrics back from the GPU (and check for NaN/inf) every N steps; 1 stops before a bad step"
+    )
     cpu: bool = Field(False, description="train on the CPU even when a GPU is present")
     channels_last: bool = Field(False, description="NHWC memory layout for image models (faster convolutions on GPU)")
     compile: bool = Field(False, description="torch.compile the student and teacher (pays off on long GPU runs)")

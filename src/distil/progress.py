@@ -43,9 +43,9 @@ class TrainProgress:
                 f"{self.name} {self._epoch}/{self.epochs}", total=self.steps, parts="", speed=""
             )
 
-    def advance(self, parts: dict[str, float], samples_per_s: float) -> None:
+    def advance(self, parts: dict[str, float], samples_per_s: float, steps: int = 1) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, advance=1, parts=_fmt(parts), speed=f"{samples_per_s:,.0f}/s")
+            self._progress.update(self._task, advance=steps, parts=_fmt(parts), speed=f"{samples_per_s:,.0f}/s")
 
     def end_epoch(self, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -176,6 +176,13 @@ class Trainer:
         }
 
     def _save(self) -> None:
+        if self.config.sync_every_steps > 1:  # bad steps may be unread yet: never save them
+            for p in self.distiller.trainable_parameters():
+                if not torch.isfinite(p).all():
+                    raise NonFiniteLossError(
+                        f"weights became non-finite before step {self.state['step']}; the last checkpoint in "
+                        f"{self.out / 'checkpoints'} is intact; try a lower learning rate or max_grad_norm."
+                    )
         if self.accelerator.is_main_process:
             module = self.accelerator.unwrap_model(self.model)
             ckpt.save_checkpoint(self.out / "checkpoints", module, self._training_state(), dict(self.state))
@@ -221,43 +228,59 @@ class Trainer:
         return FitResult(self.state["best_metric"], self.state["best_epoch"], self.state["epoch"], history)
 
     def _train_epoch(self, epoch: int, bar: TrainProgress) -> dict[str, float]:
-        acc, model, cfg = self.accelerator, self.model, self.config
+        """One pass over the data. Loss parts are summed on the device and read back only every
+        `sync_every_steps` steps, so the GPU never waits for the host in between."""
+        cfg = self.config
         self.sampler.epoch, self.sampler.skip = epoch, self.state["batch_in_epoch"]
         if hasattr(self.train_loader.dataset, "set_epoch"):  # per-epoch augmentation
             self.train_loader.dataset.set_epoch(epoch)
         self.distiller.set_epoch(epoch)
-        model.train()
-        sums: dict[str, float] = {}
+        self.model.train()
+        sums: dict[str, torch.Tensor] = {}
         seen, start = 0, time.perf_counter()
-        for batch in self.train_loader:
-            batch = to_device(batch, acc.device)
+        for i, batch in enumerate(self.train_loader, 1):
+            batch = to_device(batch, self.accelerator.device)
             if cfg.channels_last:
                 batch = _channels_last(batch)
             if self.state["batch_in_epoch"] == 0:
                 self._check_labels(batch)
-            with acc.accumulate(model):
-                with acc.autocast():
-                    out = model(batch)
-                parts = {k: v for k, v in out.items() if k not in ("output", "teacher_output")}
-                self._check_finite(parts)
-                acc.backward(out["loss"])
-                if acc.sync_gradients and cfg.max_grad_norm:
-                    acc.clip_grad_norm_(self.distiller.trainable_parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            n = out["output"].shape[0]
+            parts, n = self._step(batch)
             seen += n
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v.item() * n
-            self.state["batch_in_epoch"] += 1
-            if acc.sync_gradients:
-                self.scheduler.step()
-                self.state["step"] += 1
-                if cfg.checkpoint_every_steps and self.state["step"] % cfg.checkpoint_every_steps == 0:
-                    self._save()
-            bar.advance({k: s / seen for k, s in sums.items()}, seen / (time.perf_counter() - start))
+                sums[k] = sums[k] + v * n if k in sums else v * n
+            if i % cfg.sync_every_steps == 0:
+                means = self._read(sums, seen)
+                bar.advance(means, seen / (time.perf_counter() - start), steps=cfg.sync_every_steps)
         self.state["batch_in_epoch"] = 0
-        return {f"train/{k}": s / max(seen, 1) for k, s in sums.items()} | {"train/samples_per_s": seen / (time.perf_counter() - start)}
+        means = self._read(sums, seen)
+        return {f"train/{k}": v for k, v in means.items()} | {"train/samples_per_s": seen / (time.perf_counter() - start)}
+
+    def _step(self, batch: Any) -> tuple[dict[str, torch.Tensor], int]:
+        """Forward, backward and (at accumulation boundaries) an optimizer and schedule step."""
+        acc, cfg = self.accelerator, self.config
+        with acc.accumulate(self.model):
+            with acc.autocast():
+                out = self.model(batch)
+            parts = {k: v.detach() for k, v in out.items() if k not in ("output", "teacher_output")}
+            if cfg.sync_every_steps == 1:
+                self._check_finite(parts)  # before the bad step reaches the weights
+            acc.backward(out["loss"])
+            if acc.sync_gradients and cfg.max_grad_norm:
+                acc.clip_grad_norm_(self.distiller.trainable_parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.state["batch_in_epoch"] += 1
+        if acc.sync_gradients:
+            self.scheduler.step()
+            self.state["step"] += 1
+            if cfg.checkpoint_every_steps and self.state["step"] % cfg.checkpoint_every_steps == 0:
+                self._save()
+        return parts, out["output"].shape[0]
+
+    def _read(self, sums: dict[str, torch.Tensor], seen: int) -> dict[str, float]:
+        """Host read of the running means (one sync), checking they are finite."""
+        self._check_finite(sums)
+        return {k: v.item() / max(seen, 1) for k, v in sums.items()}
 
     def _check_labels(self, batch: Any) -> None:
         labels = split_batch(batch).get("labels")
@@ -271,12 +294,15 @@ class Trainer:
                 )
 
     def _check_finite(self, parts: dict[str, torch.Tensor]) -> None:
-        """Stop before a non-finite loss reaches the weights; the last checkpoint stays good."""
-        if torch.isfinite(parts["loss"]).item():
+        """Stop at a non-finite loss; no checkpoint is written from a bad state, so the last one
+        stays good. With sync_every_steps=1 the bad step is caught before it is applied."""
+        if "loss" not in parts or torch.isfinite(parts["loss"]).item():
             return
         bad = [k for k, v in parts.items() if k != "loss" and not torch.isfinite(v).item()]
+        late = self.config.sync_every_steps
+        where = f"at step {self.state['step'] + 1}" if late == 1 else f"within the {late} steps up to step {self.state['step']}"
         raise NonFiniteLossError(
-            f"loss became {parts['loss'].item()} at step {self.state['step'] + 1} "
+            f"loss became {parts['loss'].item()} {where} "
             f"(epoch {self.state['epoch'] + 1}); bad part(s): {', '.join(bad) or 'loss'}. "
             f"The last checkpoint in {self.out / 'checkpoints'} is intact; try a lower learning rate "
             f"or max_grad_norm."

@@ -130,3 +130,29 @@ def test_compiled_training_keeps_checkpoint_names(digits, tmp_path):
     load_weights(plain, tmp_path / "run" / "best" / "student.safetensors")  # strict: same names as eager
     for key, value in plain.state_dict().items():
         torch.testing.assert_close(value, student.state_dict()[key])
+
+
+def test_fewer_host_syncs_give_the_same_run_and_still_stop_on_nan(digits, tmp_path):
+    def run(name, sync):
+        torch.manual_seed(0)
+        student = mlp()
+        result = Trainer(Distiller(student, None, {"ce": CrossEntropy()}), digits.train, None,
+                         config(tmp_path / name, epochs=2, sync_every_steps=sync), progress=False).fit()
+        return student.state_dict(), result.history[-1]["train/loss"]
+
+    (w1, loss1), (w7, loss7) = run("a", 1), run("b", 7)
+    assert loss1 == pytest.approx(loss7, rel=1e-6)
+    for key in w1:
+        torch.testing.assert_close(w1[key], w7[key], rtol=0, atol=0)
+
+    x, y = digits.train.tensors
+    x = x.clone()
+    x[100] = float("nan")
+    cfg = config(tmp_path / "nan", epochs=3, sync_every_steps=5, checkpoint_every_steps=5)
+    trainer = Trainer(Distiller(mlp(), None, {"ce": CrossEntropy()}), torch.utils.data.TensorDataset(x, y), None,
+                      cfg, progress=False)
+    with pytest.raises(NonFiniteLossError, match="non-finite|became nan"):
+        trainer.fit()
+    last = latest_checkpoint(tmp_path / "nan" / "run" / "checkpoints")
+    if last is not None:
+        assert all(torch.isfinite(w).all() for w in load_file(last / "model.safetensors").values())

@@ -1,0 +1,336 @@
+"""Text data sets for recipes: sentiment classification (toy, SST-2) and character-level language
+modelling (toy, TinyShakespeare), as dict batches that Hugging Face models and the text students read.
+
+Every item is `{"input_ids", "attention_mask", "labels"}`, padded to one width per data set so the
+default DataLoader collate stacks them. Classification labels are class ids, with -100 on the
+unlabelled rows of an augmented transfer set (Tang et al., "Distilling Task-Specific Knowledge from
+BERT into Simple Neural Networks", arXiv:1903.12136, 2019, sec. 3.3). Language-modelling labels are
+a copy of `input_ids`: the model (or the token loss) shifts them, as Hugging Face does.
+
+SST-2: Socher et al., "Recursive Deep Models for Semantic Compositionality Over a Sentiment
+Treebank", EMNLP 2013, via GLUE (Wang et al., ICLR 2019). TinyShakespeare: Karpathy's char-rnn corpus.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from distil.data.base import DATASETS, DataBundle
+from distil.errors import DistilError
+from distil.types import Fraction, PositiveInt, validated
+
+IGNORE_INDEX = -100
+MaxLength = Annotated[int, Field(ge=2)]
+
+
+@dataclass
+class TextBundle(DataBundle):
+    """A DataBundle that also carries its tokenizer and the model arguments the data implies
+    (`model_kwargs`, e.g. `{"vocab_size": 50}`), so models can be sized to the vocabulary."""
+
+    tokenizer: Any = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model_kwargs["vocab_size"])
+
+
+class AugmentOptions(BaseModel):
+    """Tang et al.'s transfer-set augmentation (see `distil.text.augment`); the paper's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_per_sentence: PositiveInt = 20
+    p_mask: Fraction = 0.1
+    p_pos: Fraction = 0.1
+    p_ng: Fraction = 0.25
+    max_ng: PositiveInt = 5
+    seed: int = 0
+
+
+def _require(package: str) -> None:
+    try:
+        __import__(package)
+    except ImportError:
+        raise DistilError(f"text data sets need the `{package}` package: pip install distil[text]") from None
+
+
+def _augmented(texts: list[str], options: AugmentOptions | None) -> list[str]:
+    """Only the new, unlabelled sentences of the transfer set (originals excluded)."""
+    if options is None:
+        return []
+    from distil.text.augment import augment
+
+    return augment(texts, n_iter=options.n_per_sentence, p_mask=options.p_mask, p_pos=options.p_pos,
+                   p_ng=options.p_ng, max_ng=options.max_ng, seed=options.seed, include_original=False)
+
+
+def _encode(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, Tensor]:
+    """input_ids / attention_mask (N, T), right-padded to the longest text (at most max_length)."""
+    if hasattr(tokenizer, "encode_batch"):  # a `tokenizers.Tokenizer`
+        from distil.text.tokenize import encode
+
+        return encode(tokenizer, texts, max_length=max_length)
+    out = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+    return {"input_ids": out["input_ids"].long(), "attention_mask": out["attention_mask"].long()}
+
+
+def _classification_bundle(tokenizer: Any, vocab_size: int, splits: dict[str, tuple[list[str], list[int]]],
+                           extra: list[str], max_length: int, num_classes: int) -> TextBundle:
+    """Encode every split in one call (one padded width for all), unlabelled `extra` rows join train."""
+    from distil.text.tokenize import TextDataset
+
+    texts, labels, bounds = [], [], {}
+    for name, (t, y) in splits.items():
+        bounds[name] = (len(texts), len(texts) + len(t) + (len(extra) if name == "train" else 0))
+        texts += t
+        labels += y
+        if name == "train":
+            texts += extra
+            labels += [IGNORE_INDEX] * len(extra)
+    inputs = _encode(tokenizer, texts, max_length)
+    y = torch.tensor(labels, dtype=torch.long)
+    data = {name: TextDataset({k: v[a:b] for k, v in inputs.items()}, labels=y[a:b]) for name, (a, b) in bounds.items()}
+    width = inputs["input_ids"].shape[1]
+    return TextBundle(data["train"], data["val"], data["test"], num_classes, (width,), "classification",
+                      tokenizer=tokenizer, model_kwargs={"vocab_size": vocab_size})
+
+
+# ----- toy sentiment: generated from templates, so tests and recipes need no files -----
+
+POSITIVE = ["great", "wonderful", "superb", "fun", "brilliant", "charming", "delightful", "moving", "clever", "beautiful"]
+NEGATIVE = ["dull", "boring", "awful", "bad", "tedious", "weak", "messy", "bland", "clumsy", "forgettable"]
+NOUNS = ["movie", "film", "story", "plot", "cast", "script", "ending", "show", "soundtrack", "acting"]
+INTENSIFIERS = ["very", "really", "quite", "truly", "rather"]
+# (template, which adjective decides the label, whether "not" flips it)
+TEMPLATES = [
+    ("the {n} was {i}{a}", "a", False),
+    ("a {i}{a} {n}", "a", False),
+    ("what a {a} {n}", "a", False),
+    ("i found the {n} {i}{a}", "a", False),
+    ("the {n} was not {a}", "a", True),
+    ("i did not think the {n} was {a}", "a", True),
+    ("the {n} was {a} but the {n2} was {i}{b}", "b", False),
+]
+TOY_WORDS = sorted(
+    {w for t, _, _ in TEMPLATES for w in t.split() if "{" not in w} | set(POSITIVE + NEGATIVE + NOUNS + INTENSIFIERS)
+)
+TOY_SENTIMENT_VOCAB_SIZE = 5 + len(TOY_WORDS)  # the five specials [PAD] [UNK] [CLS] [SEP] [MASK] first
+
+
+def toy_sentences(n: int, seed: int) -> tuple[list[str], list[int]]:
+    """`n` template sentences, label 1 = positive. Negation and "X but Y" make word order matter."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for _ in range(n):
+        template, decides, negated = rng.choice(TEMPLATES)
+        a, b = rng.choice(POSITIVE + NEGATIVE), rng.choice(POSITIVE + NEGATIVE)
+        intensifier = rng.choice(INTENSIFIERS) + " " if rng.random() < 0.4 else ""
+        nouns = rng.sample(NOUNS, 2)
+        texts.append(template.format(a=a, b=b, n=nouns[0], n2=nouns[1], i=intensifier))
+        positive = (a if decides == "a" else b) in POSITIVE
+        labels.append(int(positive != negated))
+    return texts, labels
+
+
+@DATASETS.register
+@validated
+def toy_sentiment(
+    n_train: PositiveInt = 1000,
+    n_val: PositiveInt = 200,
+    n_test: PositiveInt = 400,
+    max_length: MaxLength = 24,
+    augment: AugmentOptions | None = None,
+    seed: int = 0,
+) -> TextBundle:
+    """Binary sentiment over template sentences (seeded), with a fixed word vocabulary of
+    TOY_SENTIMENT_VOCAB_SIZE tokens, so its ids never depend on the sizes or seed.
+
+    `augment` adds Tang et al.'s unlabelled perturbed copies (label -100) to the training split.
+    """
+    _require("tokenizers")
+    from distil.text.tokenize import fixed_word_tokenizer
+
+    tokenizer = fixed_word_tokenizer(TOY_WORDS)
+    train = toy_sentences(n_train, seed)
+    splits = {"train": train, "val": toy_sentences(n_val, seed + 1), "test": toy_sentences(n_test, seed + 2)}
+    return _classification_bundle(tokenizer, tokenizer.get_vocab_size(), splits, _augmented(train[0], augment),
+                                  max_length, 2)
+
+
+# ----- SST-2 from the shared folder -----
+
+def _read_jsonl(path: Path) -> tuple[list[str], list[int]]:
+    rows = [json.loads(line) for line in gzip.open(path, "rt", encoding="utf-8") if line.strip()]
+    return [r["text"] for r in rows], [int(r["label"]) for r in rows]
+
+
+@DATASETS.register
+@validated
+def sst2(
+    root: str = "../shared/data/sst2",
+    max_train: PositiveInt | None = None,
+    max_length: MaxLength = 64,
+    vocab_size: Annotated[int, Field(gt=5)] = 12000,
+    min_frequency: PositiveInt = 1,
+    augment: AugmentOptions | None = None,
+    tokenizer: str | None = None,
+    seed: int = 0,
+) -> TextBundle:
+    """SST-2 binary sentiment: GLUE train (67,349 phrases), validation (872), labelled test (1,821).
+
+    The word vocabulary (at most `vocab_size` words, by frequency) is built from the *whole*
+    training file, so `max_train` (a seeded random subset) and `augment` never change token ids.
+    `tokenizer` names a local Hugging Face tokenizer folder to use instead (for a pre-trained
+    teacher); it is never downloaded.
+    """
+    folder = Path(root)
+    files = {s: folder / f"{s}.jsonl.gz" for s in ("train", "validation", "test")}
+    missing = [p.name for p in files.values() if not p.is_file()]
+    if missing:
+        raise DistilError(
+            f"sst2: {folder} lacks {', '.join(missing)} (expected the shared SST-2 folder with "
+            "train/validation/test.jsonl.gz, see its README.md); set data.params.root"
+        )
+    train = _read_jsonl(files["train"])
+    if tokenizer is not None:
+        tok = _hf_tokenizer(tokenizer)
+        size = len(tok)
+    else:
+        _require("tokenizers")
+        from distil.text.tokenize import word_tokenizer
+
+        tok = word_tokenizer(train[0], vocab_size=vocab_size, min_frequency=min_frequency)
+        size = tok.get_vocab_size()
+    if max_train is not None and max_train < len(train[0]):
+        keep = sorted(random.Random(seed).sample(range(len(train[0])), max_train))
+        train = ([train[0][i] for i in keep], [train[1][i] for i in keep])
+    splits = {"train": train, "val": _read_jsonl(files["validation"]), "test": _read_jsonl(files["test"])}
+    return _classification_bundle(tok, size, splits, _augmented(train[0], augment), max_length, 2)
+
+
+def _hf_tokenizer(path: str) -> Any:
+    if not Path(path).is_dir():
+        raise DistilError(f"tokenizer: {path} is not a folder; give a local tokenizer saved with save_pretrained")
+    _require("transformers")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+# ----- character-level language modelling -----
+
+class CharTokenizer:
+    """Characters <-> ids over a fixed character list (id = position in `chars`)."""
+
+    def __init__(self, chars: Sequence[str]):
+        self.chars = list(dict.fromkeys(chars))
+        self.ids = {c: i for i, c in enumerate(self.chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def get_vocab(self) -> dict[str, int]:
+        return dict(self.ids)
+
+    def encode(self, text: str) -> list[int]:
+        unknown = sorted(set(text) - set(self.ids))
+        if unknown:
+            raise DistilError(f"characters outside the vocabulary: {unknown[:10]}")
+        return [self.ids[c] for c in text]
+
+    def decode(self, ids: Sequence[int] | Tensor) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+class TokenBlocks(Dataset):
+    """Windows of `block_size` tokens every `stride` tokens of a stream, as
+    `{"input_ids", "attention_mask", "labels"}` (labels = input_ids; the model shifts)."""
+
+    def __init__(self, ids: Tensor, block_size: int, stride: int, limit: int | None = None):
+        if len(ids) < block_size:
+            raise DistilError(f"block_size: the text has only {len(ids)} tokens, fewer than block_size={block_size}")
+        self.ids, self.block_size = ids, block_size
+        self.starts = list(range(0, len(ids) - block_size + 1, stride))[:limit]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        block = self.ids[self.starts[i]:self.starts[i] + self.block_size]
+        return {"input_ids": block, "attention_mask": torch.ones_like(block), "labels": block.clone()}
+
+
+def _lm_bundle(text: str, tokenizer: CharTokenizer, bounds: tuple[float, float], block_size: int,
+               stride: int | None, max_train: int | None) -> TextBundle:
+    """Split the text at the fractions `bounds` into train / val / test streams of blocks."""
+    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    a, b = int(len(ids) * bounds[0]), int(len(ids) * bounds[1])
+    train = TokenBlocks(ids[:a], block_size, stride or block_size, max_train)
+    val, test = TokenBlocks(ids[a:b], block_size, block_size), TokenBlocks(ids[b:], block_size, block_size)
+    return TextBundle(train, val, test, len(tokenizer), (block_size,), "language_modeling",
+                      tokenizer=tokenizer, model_kwargs={"vocab_size": len(tokenizer)})
+
+
+@DATASETS.register
+@validated
+def tiny_shakespeare(
+    root: str = "../shared/data/lm_text",
+    block_size: MaxLength = 64,
+    stride: PositiveInt | None = None,
+    max_train: PositiveInt | None = None,
+) -> TextBundle:
+    """TinyShakespeare (1.1M characters) at the character level (65 symbols, nanoGPT's set).
+
+    Split as nanoGPT does, first 90% train, then the last 10% halved into validation and test.
+    Training windows start every `stride` characters (default: `block_size`, no overlap);
+    `max_train` keeps only the first that many training windows.
+    """
+    path = Path(root) / "tinyshakespeare.txt"
+    if not path.is_file():
+        raise DistilError(f"tiny_shakespeare: {path} not found (the shared lm_text folder); set data.params.root")
+    text = path.read_text(encoding="utf-8")
+    return _lm_bundle(text, CharTokenizer(sorted(set(text))), (0.9, 0.95), block_size, stride, max_train)
+
+
+TOY_SUBJECTS = ["the cat", "the dog", "a bird", "my friend", "the old man", "a child", "the teacher"]
+TOY_VERBS = ["sees", "likes", "follows", "finds", "helps", "watches"]
+TOY_OBJECTS = ["the ball", "a red box", "the garden", "the river", "a small house", "the moon"]
+TOY_ENDINGS = [".", " today.", " at night.", " again."]
+TOY_CHARS = sorted(set("".join(TOY_SUBJECTS + TOY_VERBS + TOY_OBJECTS + TOY_ENDINGS) + " \n"))
+
+
+def toy_story(n_chars: int, seed: int) -> str:
+    """Sentences from a tiny grammar (seeded), one line of four sentences after another."""
+    rng = random.Random(seed)
+    lines, size = [], 0
+    while size < n_chars:
+        line = " ".join(f"{rng.choice(TOY_SUBJECTS)} {rng.choice(TOY_VERBS)} {rng.choice(TOY_OBJECTS)}"
+                        f"{rng.choice(TOY_ENDINGS)}" for _ in range(4))
+        lines.append(line)
+        size += len(line) + 1
+    return "\n".join(lines)[:n_chars]
+
+
+@DATASETS.register
+@validated
+def toy_text(
+    n_chars: Annotated[int, Field(ge=1000)] = 40_000,
+    block_size: MaxLength = 32,
+    stride: PositiveInt | None = None,
+    max_train: PositiveInt | None = None,
+    seed: int = 0,
+) -> TextBundle:
+    """Generated English-like text at the character level (fixed vocabulary of len(TOY_CHARS)), for
+    tests and CPU demos of language-model distillation: 80% train, 10% validation, 10% test."""
+    return _lm_bundle(toy_story(n_chars, seed), CharTokenizer(TOY_CHARS), (0.8, 0.9), block_size, stride, max_train)
