@@ -99,7 +99,11 @@ class TrainConfig(_Strict):
     )
     cpu: bool = Field(False, description="train on the CPU even when a GPU is present")
     channels_last: bool = Field(False, description="NHWC memory layout for image models (faster convolutions on GPU)")
-    compile: bool = Field(False, description="torch.compile the student and teacher (pays off on long GPU runs)")
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        False,
+        description="torch.compile the student and teacher (pays off on long GPU runs); "
+        "'reduce-overhead' adds CUDA graphs, which small launch-bound models need",
+    )
     output_dir: str = "runs/run"
 
 
@@ -137,24 +141,38 @@ def _describe(err: dict[str, Any]) -> str:
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
 
 
+TYPE_NAMES = {"bool", "int", "float", "str", "dict", "list", "tuple", "none"}  # union branch names in locs
+
+
 def _path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif not str(part).startswith(("function-", "union[", "list[", "tagged-union")):
+        elif "[" not in str(part) and str(part) not in TYPE_NAMES and not str(part)[:1].isupper() and not str(part).startswith("function-"):
             out += f".{part}" if out else str(part)
     return out
 
 
 def format_errors(error: ValidationError, prefix: str = "") -> str:
-    """All problems in a ValidationError, one `field: problem` line each."""
-    lines = []
+    """All problems in a ValidationError, one `field: problem` line each. For a field that accepts
+    several forms (a teacher or a list of teachers), the "wrong form" complaints are dropped when a
+    more specific one exists."""
+    found = []
     for err in error.errors():
         path = _path(err["loc"])
         path = f"{prefix}.{path}" if prefix and path else prefix or path
-        lines.append(f"{path}: {_describe(err)}" if path else _describe(err))
+        found.append((path, err["type"] in WRONG_FORM, f"{path}: {_describe(err)}" if path else _describe(err)))
+    specific = {_top(path) for path, wrong_form, _ in found if not wrong_form}
+    lines = [line for path, wrong_form, line in found if not (wrong_form and _top(path) in specific)]
     return "\n".join(dict.fromkeys(lines))
+
+
+WRONG_FORM = {"list_type", "bool_parsing", "bool_type", "dict_type", "model_type", "literal_error"}
+
+
+def _top(path: str) -> str:
+    return re.split(r"[.\[]", path, maxsplit=1)[0]
 
 
 # ----- loading and overrides -----

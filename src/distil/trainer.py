@@ -156,9 +156,10 @@ class Trainer:
         if cfg.channels_last:
             self.distiller.to(memory_format=torch.channels_last)
         if cfg.compile:  # in place: parameter names, and so checkpoints, stay as they were
-            self.distiller.student.compile()
+            mode = None if cfg.compile is True else cfg.compile
+            self.distiller.student.compile(mode=mode)
             if isinstance(self.distiller.teacher, FrozenTeacher):
-                self.distiller.teacher.module.compile()
+                self.distiller.teacher.module.compile(mode=mode)
         optimizer = build_optimizer(self.distiller.trainable_parameters(), cfg.optimizer)
         self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.grad_accum_steps)
         self.scheduler = build_scheduler(optimizer, self.steps_per_epoch, cfg.epochs, cfg.schedule)

@@ -107,3 +107,10 @@ def test_help_documents_every_command(command):
 def test_validate_accepts_the_shipped_recipe():
     result = invoke("validate", "recipes/digits_kd.yaml")
     assert result.exit_code == 0, result.stderr
+
+
+def test_errors_inside_a_field_of_several_forms_are_specific(tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml", teacher={"model": "mlp", "epochs": -1})
+    result = invoke("validate", recipe)
+    assert result.exit_code == 2
+    assert error_lines(result) == ["error: teacher.epochs: must be > 0, got -1"]
