@@ -123,4 +123,16 @@ def test_inspect_command_lists_layers_and_rejects_bad_shapes():
     assert result.exit_code == 0, result.output
     assert "layer3" in result.stdout and "(1, 256, 8, 8)" in result.stdout.replace("1, 256, 8, 8", "(1, 256, 8, 8)")
     bad = CliRunner().invoke(app, ["inspect", "resnet8x4", "--input-shape", "three"])
-    assert bad.exit_code == 2 and "--input-shape" in bad.stderr
+    assert bad.exit_code == 2 and "input shape must be positive integers" in bad.stderr
+
+
+def test_inspect_a_saved_run(tmp_path):
+    from helpers import random_teacher, write_recipe
+
+    teacher = random_teacher(tmp_path / "t.safetensors")
+    recipe = write_recipe(tmp_path / "r.yaml", epochs=1,
+                          teacher={"model": "mlp", "params": {"hidden": [64]}, "checkpoint": str(teacher)})
+    assert CliRunner().invoke(app, ["run", str(recipe), "--no-progress"]).exit_code == 0
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "hidden.0" in result.stdout and "head" in result.stdout and "(1, 16)" in result.stdout

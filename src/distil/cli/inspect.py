@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
 from rich.console import Console
 
@@ -7,20 +10,42 @@ NAME = "inspect"
 
 
 def main(
-    model: str = typer.Argument(..., help="A registered model name (resnet8x4) or a factory path pkg.module:function."),
-    input_shape: str = typer.Option("3,32,32", "--input-shape", help="Shape of one input sample, comma-separated."),
-    num_classes: int = typer.Option(None, "--num-classes", help="Passed to registered factories that take it."),
+    model: str = typer.Argument(
+        ..., help="A registered model (resnet8x4), a factory path pkg.module:function, or a saved run folder / student weights."
+    ),
+    input_shape: Optional[str] = typer.Option(
+        None, "--input-shape", help="Shape of one input sample, e.g. 3,32,32 (default: 3,32,32, or the run's data)."
+    ),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Passed to factories that take it."),
 ) -> None:
     """List every layer of a model with its output shape and parameters, to choose feature taps."""
     import torch
 
-    from distil.errors import ConfigError
-    from distil.inspect import format_table, inspect_model, load_model
+    from distil.inspect import format_table, inspect_model, load_model, parse_shape
 
-    try:
-        shape = tuple(int(s) for s in input_shape.split(","))
-    except ValueError:
-        raise ConfigError(f"--input-shape: expected comma-separated integers like 3,32,32, got {input_shape!r}") from None
-    kwargs = {"num_classes": num_classes} if num_classes else {}
-    net = load_model(model, **kwargs)
-    Console().print(format_table(inspect_model(net, torch.zeros(1, *shape))))
+    if Path(model).exists():
+        net, example = _saved_student(Path(model))
+    else:
+        net = load_model(model, **({"num_classes": num_classes} if num_classes else {}))
+        example = None
+    if input_shape is not None or example is None:
+        example = torch.zeros(1, *parse_shape(input_shape or "3,32,32"))
+    Console().print(format_table(inspect_model(net, example)))
+
+
+def _saved_student(path: Path):
+    """The student of a `distil run` folder (weights loaded) and one input sample of its data."""
+    from distil.batch import first_sample, split_batch
+    from distil.build import build_data, build_model
+    from distil.checkpoint import load_weights
+    from distil.cli.evaluate import find_run
+    from distil.config import load_recipe
+
+    run_dir, weights = find_run(path)
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    bundle = build_data(recipe)
+    student = build_model(recipe.student.model_copy(update={"checkpoint": None}), bundle, "student")
+    load_weights(student, weights)
+    sample = bundle.train[0]
+    inputs = split_batch(sample)["inputs"]
+    return student, first_sample(inputs.unsqueeze(0) if hasattr(inputs, "unsqueeze") else inputs)

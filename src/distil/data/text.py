@@ -16,7 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Sequence
 
@@ -35,11 +35,10 @@ MaxLength = Annotated[int, Field(ge=2)]
 
 @dataclass
 class TextBundle(DataBundle):
-    """A DataBundle that also carries its tokenizer and the model arguments the data implies
-    (`model_kwargs`, e.g. `{"vocab_size": 50}`), so models can be sized to the vocabulary."""
+    """A DataBundle that also carries its tokenizer. Its `model_kwargs` hold `vocab_size`, which
+    `distil run` passes to every model factory that takes it (text students, Hugging Face models)."""
 
     tokenizer: Any = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def vocab_size(self) -> int:
