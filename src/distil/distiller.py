@@ -134,8 +134,12 @@ class Distiller(nn.Module):
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """Student and loss (adapter) parameters: what the optimizer owns. Never the teacher's."""
-        yield from self.student.parameters()
-        yield from self.losses.parameters()
+        yield from self.trainable().parameters()
+
+    def trainable(self) -> nn.ModuleDict:
+        """Student and losses as one module (sharing their tensors): what a checkpoint saves.
+        The frozen teacher is left out; it can be rebuilt from its own weights."""
+        return nn.ModuleDict({"student": self.student, "losses": self.losses})
 
     def set_epoch(self, epoch: float) -> None:
         self.epoch = float(epoch)

@@ -185,14 +185,14 @@ class Trainer:
                         f"{self.out / 'checkpoints'} is intact; try a lower learning rate or max_grad_norm."
                     )
         if self.accelerator.is_main_process:
-            module = self.accelerator.unwrap_model(self.model)
+            module = self.accelerator.unwrap_model(self.model).trainable()
             ckpt.save_checkpoint(self.out / "checkpoints", module, self._training_state(), dict(self.state))
 
     def _resume(self) -> None:
         path = ckpt.latest_checkpoint(self.out / "checkpoints")
         if path is None:
             return
-        training, info = ckpt.load_checkpoint(path, self.accelerator.unwrap_model(self.model))
+        training, info = ckpt.load_checkpoint(path, self.accelerator.unwrap_model(self.model).trainable())
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
         ckpt.set_rng_state(training["rng"])

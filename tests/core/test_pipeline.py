@@ -44,3 +44,30 @@ def test_two_teachers_train_first_then_teach_together(tmp_path):
     assert (tmp_path / "run" / "teacher1" / "done.json").is_file()
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["distilled"]["accuracy"] > 0.6 and metrics["distilled"]["agreement"] > 0.6
+
+
+def test_feature_terms_from_a_recipe_train_adapters_and_resume(tmp_path):
+    from safetensors.torch import load_file
+
+    from distil.checkpoint import latest_checkpoint
+
+    raw = {
+        "data": {"name": "digits", "params": {"layout": "image"}, "batch_size": 32},
+        "teacher": {"model": "small_cnn", "params": {"channels": [16, 32]}, "epochs": 3},
+        "student": {"model": "small_cnn", "params": {"channels": [8, 16]}},
+        "losses": [
+            {"name": "cross_entropy"},
+            {"name": "fitnet", "weight": 1.0, "student_layers": ["stage1"], "teacher_layers": ["stage1"]},
+            {"name": "attention_transfer", "weight": 0.01, "student_layers": ["stage*"], "teacher_layers": ["stage*"]},
+        ],
+        "optimizer": {"lr": 0.03},
+        "epochs": 2,
+        "output_dir": str(tmp_path / "run"),
+    }
+    run_recipe(recipe_from_dict(raw), progress=False)
+    weights = load_file(latest_checkpoint(tmp_path / "run" / "checkpoints") / "model.safetensors")
+    assert any(k.startswith("losses.fitnet.") for k in weights)  # the 8 -> 16 channel adapter is saved
+    assert not any(k.startswith("teacher") for k in weights)  # the frozen teacher is not
+    result = run_recipe(recipe_from_dict(raw, ["epochs=3"]), resume=True, progress=False)
+    assert [r["epoch"] for r in result.fit.history] == [3]  # continued, not restarted
+    assert result.metrics["distilled"]["accuracy"] > 0.4  # chance is 0.1

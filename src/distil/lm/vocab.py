@@ -95,19 +95,26 @@ def model_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+CROSS_TOKENIZER_HINT = (
+    "to distil across vocabularies use the `uld` loss (Universal Logit Distillation, Boizard et al. 2024), "
+    "which compares sorted probabilities and needs no shared vocabulary"
+)
+
+
 def check_same_vocab(teacher: nn.Module, student: nn.Module, teacher_tokenizer: Any = None,
                      student_tokenizer: Any = None) -> int:
     """Raise `DistilError` unless teacher and student predict over one vocabulary; return its size.
 
     Compares the output heads' sizes and, when both tokenizers are given, their token -> id maps.
     Families whose checkpoints pad the embedding matrix differently fail here on purpose: resize
-    one model's embeddings (`resize_token_embeddings`) so the logits line up.
+    one model's embeddings (`resize_token_embeddings`) so the logits line up. Genuinely different
+    tokenizers need the `uld` loss (distil.losses.lm.uld) instead of the token-level ones.
     """
     vt, vs = vocab_size(teacher), vocab_size(student)
     if vt != vs:
         raise DistilError(
             f"teacher predicts over {vt} tokens but the student over {vs}: token-level distillation "
-            "needs one shared vocabulary (same tokenizer, same embedding size)"
+            f"needs one shared vocabulary (same tokenizer, same embedding size); {CROSS_TOKENIZER_HINT}"
         )
     if teacher_tokenizer is not None and student_tokenizer is not None:
         a, b = tokenizer_vocab(teacher_tokenizer), tokenizer_vocab(student_tokenizer)
@@ -115,6 +122,7 @@ def check_same_vocab(teacher: nn.Module, student: nn.Module, teacher_tokenizer: 
             diff = sorted(set(a.items()) ^ set(b.items()), key=lambda kv: kv[1])[:3]
             raise DistilError(
                 f"teacher and student tokenizers differ ({len(a)} vs {len(b)} tokens; e.g. "
-                f"{', '.join(f'{t!r}->{i}' for t, i in diff)}): token ids would mean different strings"
+                f"{', '.join(f'{t!r}->{i}' for t, i in diff)}): token ids would mean different strings; "
+                f"{CROSS_TOKENIZER_HINT}"
             )
     return vt
