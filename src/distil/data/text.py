@@ -16,9 +16,10 @@ from __future__ import annotations
 import gzip
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -170,7 +171,8 @@ def toy_sentiment(
 # ----- SST-2 from the shared folder -----
 
 def _read_jsonl(path: Path) -> tuple[list[str], list[int]]:
-    rows = [json.loads(line) for line in gzip.open(path, "rt", encoding="utf-8") if line.strip()]
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
     return [r["text"] for r in rows], [int(r["label"]) for r in rows]
 
 

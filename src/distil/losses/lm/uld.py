@@ -41,6 +41,10 @@ def _pack_rows(logits: Tensor, mask: Tensor, what: str) -> tuple[Tensor, Tensor]
     return logits.gather(1, index), counts
 
 
+def _mask_or_all(mask: Tensor | None, logits: Tensor) -> Tensor:
+    return torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device) if mask is None else mask.bool()
+
+
 def uld_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -73,9 +77,8 @@ def uld_loss(
         )
     if student_logits.shape[0] != teacher_logits.shape[0]:
         raise ValueError(f"uld: student and teacher batches differ: {student_logits.shape[0]} vs {teacher_logits.shape[0]}")
-    ones = lambda z: torch.ones(z.shape[:2], dtype=torch.bool, device=z.device)  # noqa: E731
-    zs, ns = _pack_rows(student_logits, ones(student_logits) if student_mask is None else student_mask.bool(), "student")
-    zt, nt = _pack_rows(teacher_logits, ones(teacher_logits) if teacher_mask is None else teacher_mask.bool(), "teacher")
+    zs, ns = _pack_rows(student_logits, _mask_or_all(student_mask, student_logits), "student")
+    zt, nt = _pack_rows(teacher_logits, _mask_or_all(teacher_mask, teacher_logits), "teacher")
     n = torch.minimum(ns, nt.to(ns.device))  # (B,) positions compared per sequence
     k = min(zs.shape[1], zt.shape[1])
     ps = F.softmax(zs[:, :k].float() / student_temperature, dim=-1).sort(dim=-1, descending=True).values

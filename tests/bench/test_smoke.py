@@ -1,0 +1,117 @@
+"""Every benchmark scenario in --smoke mode, in-process on the CPU.
+
+Smoke mode runs each scenario's code paths at tiny sizes, including the correctness checks built
+into them (distil's loss equals the tutorial's, cached logits equal the live teacher's, chunked KD
+matches an fp32 reference). Nothing here asserts a timing: CPU numbers say nothing about a GPU.
+"""
+
+import importlib
+import json
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)
+
+
+def statuses(data: dict) -> list[str]:
+    return [row["status"] for row in data["rows"]]
+
+
+def assert_all_ran(data: dict, allowed=("not installed", "skipped")) -> None:
+    bad = [s for s in statuses(data) if not s.startswith("ok") and not s.startswith(allowed)]
+    assert not bad, bad
+    assert data["complete"]
+
+
+def test_vision_kd_step(tmp_path):
+    data = load("vision_kd_step").main(["--smoke", "--out", str(tmp_path)])
+    assert_all_ran(data)
+    saved = json.loads((tmp_path / "vision_kd_step_smoke.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(data["rows"], default=str))
+    checks = [r for r in data["rows"] if r["row"] == "check"]
+    assert len(checks) == 4 and all("same loss as tutorial" in r["status"] for r in checks)  # 2 pairs x 2 losses
+    timed = [r for r in data["rows"] if r["row"] in ("distil step", "distil fit", "tutorial")]
+    assert len(timed) == 12 and all(r["img_per_s"] > 0 and r["x_floor"] > 0 for r in timed)
+    floors = [r for r in data["rows"] if r["row"] == "floor (sum)"]
+    assert len(floors) == 2 and all(r["x_floor"] == 1.0 for r in floors)
+
+
+def test_lm_token_kd(tmp_path):
+    data = load("lm_token_kd").main(["--smoke", "--out", str(tmp_path)])
+    assert_all_ran(data)
+    rows = {r["row"]: r for r in data["rows"]}
+    assert rows["plain"]["x_plain_time"] == 1.0
+    chunked = rows["chunked"]
+    assert chunked["loss_rel_err"] < 1e-4  # fp32 chunk logits: only bf16 inputs differ from the reference
+    assert chunked["grad_h_rel_err"] < 1e-2 and chunked["grad_w_rel_err"] < 1e-2  # bf16 gradient storage
+    assert rows["plain"]["grad_h_rel_err"] < 5e-2
+    assert chunked["max_tokens"] == "≥256"  # the smoke cap, not memory, ends the search on a CPU
+
+
+def test_search_max_doubles_then_bisects():
+    search_max = load("lm_token_kd").search_max
+    probes = []
+
+    def fits(n):
+        probes.append(n)
+        return n <= 5000
+
+    found = search_max(fits, start=256, cap=1 << 20, budget_s=60)
+    # 256..4096 fit, 8192 fails; bisect: 6144 no, 5120 no, 4608 yes, 4864 yes; gap 256 <= 4864 // 16
+    assert probes == [256, 512, 1024, 2048, 4096, 8192, 6144, 5120, 4608, 4864]
+    assert found == {"max": 4864, "fail": 5120, "bounded": None}
+    assert search_max(lambda n: True, 256, 1024, 60) == {"max": 1024, "fail": None, "bounded": "cap 1024"}
+    assert search_max(lambda n: False, 256, 1024, 60) == {"max": None, "fail": 256, "bounded": None}
+
+
+def test_cached_teacher(tmp_path):
+    data = load("cached_teacher").main(["--smoke", "--out", str(tmp_path)])
+    assert_all_ran(data)
+    rows = {r["row"]: r for r in data["rows"]}
+    assert "cached == live teacher" in rows["check"]["status"]
+    assert {"student only", "cached", "live", "loader", "fit"} <= set(rows)
+    assert rows["student only"]["x_floor"] == 1.0 and rows["live"]["x_live_speedup"] == 1.0
+    assert data["cache"]["bytes_per_sample"] > 2 * (100 * 2 + 3)  # K=2 views of 100 fp16 logits + params
+
+
+def test_cpu_demo_and_plain_script(tmp_path):
+    data = load("cpu_demo").main(["--smoke", "--out", str(tmp_path)])
+    assert_all_ran(data)
+    plain, ours = data["rows"]
+    assert plain["x_plain"] == 1.0 and ours["x_plain"] > 0
+    assert all(0 <= r[k] <= 1 for r in (plain, ours) for k in ("teacher_acc", "baseline_acc", "distilled_acc"))
+    source = (BENCH / "plain_demo.py").read_text()
+    assert not re.search(r"^\s*(from|import)\s+distil\b", source, re.M)  # a plain script, really
+
+
+def test_report_and_install_deps(tmp_path, capsys):
+    (tmp_path / "x_smoke.json").write_text(json.dumps({
+        "scenario": "x_smoke", "what": "demo", "env": {"cpu": "c"}, "columns": ["row", "v"],
+        "rows": [{"row": "a", "v": 1.5}], "notes": ["n"], "complete": True}))
+    assert load("report").main([str(tmp_path)]) == 1  # smoke results are left out by default
+    assert load("report").main([str(tmp_path), "--smoke"]) == 0
+    assert "| a | 1.5 |" in capsys.readouterr().out
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "tiny-1.0-py3-none-any.whl", "w") as w:
+        w.writestr("tiny_pkg_for_test/__init__.py", "VALUE = 7\n")
+    assert load("install_deps").main(str(wheels), str(tmp_path / "deps")) == 0
+    assert (tmp_path / "deps" / "tiny_pkg_for_test" / "__init__.py").read_text() == "VALUE = 7\n"
+    assert load("install_deps").main(str(tmp_path / "none"), str(tmp_path / "deps")) == 1
+
+
+@pytest.mark.parametrize("script", ["vision_kd_step", "lm_token_kd", "cached_teacher", "cpu_demo"])
+def test_help_runs(script, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load(script).main(["--help"])
+    assert exit_info.value.code == 0 and "--smoke" in capsys.readouterr().out
