@@ -52,3 +52,13 @@ def require_labels(labels: Tensor | None, why: str) -> Tensor:
     if labels is None:
         raise ValueError(f"{why} needs hard labels, but the batch has none")
     return labels
+
+
+IGNORE_INDEX = -100  # label of an unlabelled sample (transfer sets) or a masked token
+
+
+def labelled_mean(per_sample: Tensor, labels: Tensor, sample_weight: Tensor | None) -> Tensor:
+    """`weighted_mean` over the samples that have a label (not IGNORE_INDEX); 0 if none has."""
+    keep = (labels != IGNORE_INDEX).to(per_sample.dtype)
+    w = keep if sample_weight is None else keep * sample_weight.to(per_sample.dtype)
+    return (w * per_sample).sum() / w.sum().clamp_min(torch.finfo(per_sample.dtype).tiny)

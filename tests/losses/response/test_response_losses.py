@@ -190,3 +190,16 @@ def test_contract_finite_and_stationary_at_identity(name):
     s2 = z.clone().requires_grad_()
     (g,) = torch.autograd.grad(loss(student_logits=s2, teacher_logits=z, **labels), s2)
     assert g.abs().max() < 1e-5
+
+
+def test_unlabelled_samples_count_only_in_the_soft_term():
+    from distil.losses import CrossEntropy
+
+    s, t = torch.randn(4, 3), torch.randn(4, 3)
+    y = torch.tensor([0, -100, 2, -100])
+    kept = torch.tensor([0, 2])
+    ce_kept = -sum(math.log(softmax(s[i].tolist())[y[i]]) for i in kept.tolist()) / 2
+    assert CrossEntropy()(s, y).item() == pytest.approx(ce_kept, rel=1e-5)
+    soft = hinton_kd_loss(s, t, temperature=2.0, alpha=0.0).item()
+    mixed = hinton_kd_loss(s, t, y, temperature=2.0, alpha=0.25).item()
+    assert mixed == pytest.approx(0.75 * soft + 0.25 * ce_kept, rel=1e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distil.losses.base import LOSSES, require_labels, weighted_mean
+from distil.losses.base import LOSSES, labelled_mean, require_labels, weighted_mean
 from distil.types import Fraction, validated
 
 
@@ -23,7 +23,7 @@ class CrossEntropy(nn.Module):
         per_sample = F.cross_entropy(
             student_logits.float(), labels, reduction="none", label_smoothing=self.label_smoothing
         )
-        return weighted_mean(per_sample, sample_weight)
+        return labelled_mean(per_sample, labels, sample_weight)  # unlabelled (-100) samples skipped
 
 
 @LOSSES.register("mse")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distil.losses.base import LOSSES, check_pair, require_labels, weighted_mean
+from distil.losses.base import LOSSES, check_pair, labelled_mean, require_labels, weighted_mean
 from distil.types import Fraction, Positive, validated
 
 
@@ -32,6 +32,7 @@ def hinton_kd_loss(
 
     The T^2 factor keeps the soft term's gradient magnitude independent of T (Hinton et al., sec. 2).
     `alpha` weighs the hard-label term: alpha=1 is plain cross-entropy, alpha=0 pure distillation.
+    Unlabelled samples (label -100, e.g. an augmented transfer set) count in the soft term only.
 
     Args:
         student_logits, teacher_logits: (B, C).
@@ -43,11 +44,12 @@ def hinton_kd_loss(
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha: must be in [0, 1], got {alpha}")
     check_pair(student_logits, teacher_logits)
-    per_sample = (1 - alpha) * temperature**2 * softened_kl(student_logits, teacher_logits, temperature)
-    if alpha > 0:
-        labels = require_labels(labels, "hinton_kd with alpha > 0")
-        per_sample = per_sample + alpha * F.cross_entropy(student_logits.float(), labels, reduction="none")
-    return weighted_mean(per_sample, sample_weight)
+    soft = (1 - alpha) * temperature**2 * weighted_mean(softened_kl(student_logits, teacher_logits, temperature), sample_weight)
+    if alpha == 0:
+        return soft
+    labels = require_labels(labels, "hinton_kd with alpha > 0")
+    hard = F.cross_entropy(student_logits.float(), labels, reduction="none")  # 0 where labels == -100
+    return soft + alpha * labelled_mean(hard, labels, sample_weight)
 
 
 @LOSSES.register("hinton_kd")
