@@ -11,14 +11,16 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -28,7 +30,7 @@ try:  # run from a checkout where the package is not installed (the GPU machine)
 except ImportError:
     sys.path.insert(0, str(HERE.parent / "src"))
 
-import torch  # noqa: E402
+import torch
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -116,7 +118,7 @@ def fmt(value: Any) -> str:
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
-        if value != value:
+        if math.isnan(value):
             return "nan"
         if value == 0 or 1e-3 <= abs(value) < 1e6:
             return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
@@ -179,7 +181,7 @@ def attempt(fn: Callable[[], dict[str, Any]], base: dict[str, Any]) -> dict[str,
         row = base | fn()
         row.setdefault("status", "ok")
         return row
-    except Exception as e:  # noqa: BLE001 - reported in the table, with the traceback on stderr
+    except Exception as e:
         traceback.print_exc()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

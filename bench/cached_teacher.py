@@ -25,9 +25,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
-
 from benchlib import Results, attempt, default, measure, parser, pick_device, ratio
+from torch.utils.data import DataLoader, TensorDataset
 
 from distil.cache import VisionTeacherCache, build_vision_cache, crop_flip
 from distil.config import OptimizerConfig
@@ -37,6 +36,7 @@ from distil.models.cifar import resnet
 from distil.optim import build_optimizer
 from distil.teacher import FrozenTeacher
 
+ROWS = ("student_only", "cached", "live", "loader", "fit")
 COLUMNS = ["batch", "row", "ms_per_step", "img_per_s", "x_floor", "x_live_speedup", "status"]
 
 
@@ -173,7 +173,7 @@ def _forever(loader):
         yield from loader
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse(argv: list[str] | None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--samples", type=int, help="images in the cached data set")
     p.add_argument("--views", type=int, help="K, stored views per image")
@@ -183,13 +183,33 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workers", type=int, help="DataLoader workers of the loader and fit rows")
     p.add_argument("--fit-epochs", type=int)
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--rows", nargs="+", default=["student_only", "cached", "live", "loader", "fit"])
+    p.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
     args = p.parse_args(argv)
-    device = pick_device(args)
     for name, smoke, full in (("samples", 32, 8192), ("views", 2, 8), ("batch_sizes", [8], [64, 256]),
                               ("image_size", 8, 32), ("workers", 0, 8), ("fit_epochs", 1, 2),
                               ("warmup", 1, 10), ("repeats", 1, 5), ("steps", 1, 20)):
         setattr(args, name, default(args, name, smoke, full))
+    return args
+
+
+def build(args, device: torch.device, data: TensorDataset, teacher, folder: Path, res: Results):
+    """Build the cache (timed), reopen it with full verification (timed), record both."""
+    t0 = time.perf_counter()
+    build_vision_cache(teacher, data, folder, num_views=args.views, device=device, batch_size=512,
+                       autocast=torch.bfloat16 if device.type == "cuda" else None)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cache = VisionTeacherCache(folder, data, teacher, num_views=args.views)
+    open_s = time.perf_counter() - t0
+    res.note(f"cache: {args.samples} images x {args.views} views; build {build_s:.2f} s, open (verified) "
+             f"{open_s:.2f} s, {cache.bytes_per_sample():.0f} bytes per image")
+    res.data["cache"] = {"build_s": build_s, "open_s": open_s, "bytes_per_sample": cache.bytes_per_sample()}
+    return cache, build_s
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    device = pick_device(args)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.set_flush_denormal(True)
@@ -200,27 +220,18 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(1)
     teacher = resnet.resnet32x4(num_classes=args.num_classes).to(device).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        cache = build_vision_cache(teacher, data, Path(tmp), num_views=args.views, device=device, batch_size=512,
-                                   autocast=torch.bfloat16 if device.type == "cuda" else None)
-        build_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cache = VisionTeacherCache(Path(tmp), data, teacher, num_views=args.views)
-        open_s = time.perf_counter() - t0
-        res.note(f"cache: {args.samples} images x {args.views} views; build {build_s:.2f} s, open (verified) "
-                 f"{open_s:.2f} s, {cache.bytes_per_sample():.0f} bytes per image")
-        res.data["cache"] = {"build_s": build_s, "open_s": open_s, "bytes_per_sample": cache.bytes_per_sample()}
+        cache, build_s = build(args, device, data, teacher, Path(tmp), res)
         bench = Bench(args, device, cache, data, teacher)
         res.add(attempt(bench.check, {"batch": "-", "row": "check"}))
         for b in args.batch_sizes:
             rows = {name: attempt(lambda: getattr(bench, name)(b), {"batch": b, "row": name.replace("_", " ")})
                     for name in args.rows}
             floor, live = rows.get("student_only", {}), rows.get("live", {})
-            for name, row in rows.items():
+            for row in rows.values():
                 row["x_floor"] = ratio(row.get("ms_per_step"), floor.get("ms_per_step"))
                 row["x_live_speedup"] = ratio(live.get("ms_per_step"), row.get("ms_per_step"))
                 res.add(row)
-            if "cached" in rows and "ms_per_step" in live and "ms_per_step" in rows["cached"]:
+            if "ms_per_step" in live and "ms_per_step" in rows.get("cached", {}):
                 saved = (live["ms_per_step"] - rows["cached"]["ms_per_step"]) / 1e3 * args.samples / b  # s per epoch
                 res.note(f"batch {b}: the build pays for itself after {build_s / saved:.2f} epochs" if saved > 0
                          else f"batch {b}: the cache is not faster than the live teacher here")

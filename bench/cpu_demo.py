@@ -16,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import Results, default, parser, pick_device, ratio
-
 import plain_demo
+from benchlib import Results, default, parser, pick_device, ratio
 
 COLUMNS = ["row", "median_s", "min_s", "x_plain", "teacher_acc", "baseline_acc", "distilled_acc", "status"]
 STAGES = {  # (file suffix, function) -> label, for the --profile breakdown

@@ -21,10 +21,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-
 from benchlib import Results, attempt, default, measure, parser, pick_device, ratio
 
 from distil.losses.lm.chunked_token_kd import chunked_token_kd
@@ -199,78 +198,87 @@ def tokens_ratio(found: dict | None, base: dict | None) -> float | str | None:
     return f"≥{value:.3g}" if found.get("bounded") else value
 
 
-def main(argv: list[str] | None = None) -> dict:
+ROWS = ("plain", "chunked", "chunked_tf32", "liger")
+
+
+def parse(argv: list[str] | None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--vocab", type=int)
     p.add_argument("--student-hidden", type=int)
     p.add_argument("--teacher-hidden", type=int)
     p.add_argument("--tokens", type=int)
     p.add_argument("--chunk-size", type=int, default=1024)
-    p.add_argument("--rows", nargs="+", default=["plain", "chunked", "chunked_tf32", "liger"])
+    p.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
     p.add_argument("--no-search", action="store_true", help="skip the max-tokens search")
     p.add_argument("--search-budget-s", type=float, help="seconds per row for the max-tokens search")
     p.add_argument("--max-search-tokens", type=int)
     args = p.parse_args(argv)
-    device = pick_device(args)
     for name, smoke, full in (("vocab", 512, 128256), ("student_hidden", 32, 2048), ("teacher_hidden", 64, 4096),
                               ("tokens", 64, 8192), ("search_budget_s", 5.0, 60.0), ("max_search_tokens", 256, 1 << 18),
                               ("warmup", 1, 2), ("repeats", 1, 3), ("steps", 1, 2)):
         setattr(args, name, default(args, name, smoke, full))
+    return args
+
+
+def measure_row(fn: Callable, precision: str, x: dict, ref: dict, args, device: torch.device) -> dict:
+    """Peak memory, errors against the reference, then the timed steps, of one loss implementation."""
+    with matmul_precision(precision):
+        extra, loss = peak_gib(fn, x, device)
+        grads = {"h": x["hs"].grad.clone(), "w": x["ws"].grad.clone()}
+        timing = measure(lambda: step(fn, x), device, warmup=args.warmup, repeats=args.repeats, steps=args.steps)
+    return {"ms_per_step": timing["median_s"] * 1e3, "extra_gib": extra,
+            "loss_rel_err": abs(loss.float().item() - ref["loss"].item()) / abs(ref["loss"].item()),
+            "grad_h_rel_err": rel(grads["h"], ref["h"]), "grad_w_rel_err": rel(grads["w"], ref["w"])}
+
+
+def search_row(name: str, fn: Callable, args, device: torch.device) -> dict:
+    """Max tokens per step of one implementation (chunked in TF32, Liger uncompiled: same memory)."""
+    search_fn = liger(False, args.chunk_size) if name == "liger" else fn  # no recompile per size
+    with matmul_precision("high" if name == "chunked" else "highest"):
+        found = attempt(lambda: search_max(lambda n: fits(search_fn, n, args, device), max(256, args.tokens // 8),
+                                           args.max_search_tokens, args.search_budget_s), {})
+    return {"max_tokens": describe(found) if "max" in found else found["status"], "_max": found.get("max"),
+            "search": found}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    device = pick_device(args)
     cuda = device.type == "cuda"
     res = Results("lm_token_kd", args, device, COLUMNS,
                   f"token KD, V={args.vocab}, H_s={args.student_hidden}, H_t={args.teacher_hidden}, bf16")
     x = make_inputs(args.tokens, args, device)
     ref = reference(x)
     free(device)
-    rows = {
-        "plain": (lambda: plain, "highest"),
-        "chunked": (lambda: chunked(args.chunk_size), "highest"),
-        "chunked_tf32": (lambda: chunked(args.chunk_size), "high"),
-        "liger": (lambda: liger(cuda, args.chunk_size), "highest"),
-    }
+    makers = {"plain": (lambda: plain, "highest"), "chunked": (lambda: chunked(args.chunk_size), "highest"),
+              "chunked_tf32": (lambda: chunked(args.chunk_size), "high"),
+              "liger": (lambda: liger(cuda, args.chunk_size), "highest")}
     done: dict[str, tuple[dict, Callable]] = {}
     for name in args.rows:
+        base = {"row": name.replace("_", " "), "tokens": args.tokens}
         if name == "chunked_tf32" and not cuda:
-            res.add({"row": name, "tokens": args.tokens, "status": "skipped: TF32 needs a CUDA GPU"})
+            res.add(base | {"status": "skipped: TF32 needs a CUDA GPU"})
             continue
-        make, precision = rows[name]
-        fns: list = []
-
-        def run():
-            try:
-                fns.append(make())
-            except ImportError:
-                return {"status": "not installed"}
-            with matmul_precision(precision):
-                extra, loss = peak_gib(fns[0], x, device)
-                grads = {"h": x["hs"].grad.clone(), "w": x["ws"].grad.clone()}
-                timing = measure(lambda: step(fns[0], x), device, warmup=args.warmup, repeats=args.repeats,
-                                 steps=args.steps)
-            return {"ms_per_step": timing["median_s"] * 1e3, "extra_gib": extra,
-                    "loss_rel_err": abs(loss.float().item() - ref["loss"].item()) / abs(ref["loss"].item()),
-                    "grad_h_rel_err": rel(grads["h"], ref["h"]), "grad_w_rel_err": rel(grads["w"], ref["w"])}
-
-        row = res.add(attempt(run, {"row": name.replace("_", " "), "tokens": args.tokens}))
+        try:
+            fn = makers[name][0]()
+        except ImportError:
+            res.add(base | {"status": "not installed"})
+            continue
+        row = res.add(attempt(lambda: measure_row(fn, makers[name][1], x, ref, args, device), base))
         free(device)
-        if fns and row["status"] == "ok":
-            done[name] = (row, fns[0])
-    del x, ref  # the search measures what one step needs, with nothing else resident
+        if row["status"] == "ok":
+            done[name] = (row, fn)
+    x = ref = None  # the search measures what one step needs, with nothing else resident
     free(device)
     for name, (row, fn) in done.items():
-        if args.no_search or name == "chunked_tf32":
-            continue
-        search_fn = liger(False, args.chunk_size) if name == "liger" else fn  # no recompile per size
-        with matmul_precision("high" if name == "chunked" else rows[name][1]):  # memory does not depend on it
-            found = attempt(lambda: search_max(lambda n: fits(search_fn, n, args, device), max(256, args.tokens // 8),
-                                               args.max_search_tokens, args.search_budget_s), {})
-        row |= {"max_tokens": describe(found) if "max" in found else found["status"], "_max": found.get("max"),
-                "search": found}
-        res.save()
-    base = done.get("plain", ({}, None))[0]
+        if not args.no_search and name != "chunked_tf32":
+            row |= search_row(name, fn, args, device)
+            res.save()
+    plain_row = done.get("plain", ({}, None))[0]
     for row in res.rows:
-        row |= {"x_plain_time": ratio(row.get("ms_per_step"), base.get("ms_per_step")),
-                "x_plain_mem": ratio(row.get("extra_gib"), base.get("extra_gib")),
-                "x_plain_tokens": tokens_ratio(row.get("search"), base.get("search"))}
+        row |= {"x_plain_time": ratio(row.get("ms_per_step"), plain_row.get("ms_per_step")),
+                "x_plain_mem": ratio(row.get("extra_gib"), plain_row.get("extra_gib")),
+                "x_plain_tokens": tokens_ratio(row.get("search"), plain_row.get("search"))}
     res.note("x_plain_* = row / plain; errors are relative to an fp32-logit reference; extra_gib = peak "
              "allocated during one step minus what was allocated before it (inputs and heads excluded)")
     res.note("max-tokens search: chunked probes run with TF32 and liger probes uncompiled (same memory, "

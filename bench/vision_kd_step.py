@@ -25,10 +25,9 @@ import tempfile
 
 import torch
 import torch.nn.functional as F
+from benchlib import Results, attempt, default, measure, parser, pick_device, ratio
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-
-from benchlib import Results, attempt, default, measure, parser, pick_device, ratio
 
 from distil.config import OptimizerConfig
 from distil.distiller import Distiller, Term
@@ -301,7 +300,7 @@ def _check(s: Setup, loss: str) -> dict:
     return {"status": f"ok: same loss as {', '.join(theirs)} (rel. diff {diff:.1e})"}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse(argv: list[str] | None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--pairs", nargs="+", choices=list(PAIRS))
     p.add_argument("--batch-sizes", nargs="+", type=int)
@@ -314,45 +313,50 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--trainer-epochs", type=int)
     p.add_argument("--resident-batches", type=int, default=8)
     args = p.parse_args(argv)
+    for name, smoke, full in (("pairs", list(PAIRS), list(PAIRS)), ("batch_sizes", [4], [64, 256]),
+                              ("losses", list(LOSSES), list(LOSSES)), ("image_size", 8, 32),
+                              ("trainer_steps", 2, 40), ("trainer_epochs", 1, 3),
+                              ("warmup", 1, 10), ("repeats", 1, 5), ("steps", 1, 20)):
+        setattr(args, name, default(args, name, smoke, full))
+    return args
+
+
+def floor_row(res: Results, s: Setup, base: dict) -> dict:
+    """Time the floor's two parts, add the three floor rows; returns the summed row ({} if it failed)."""
+    parts = attempt(lambda: dict(zip(("student", "teacher"), floor_rows(s))), base)
+    if "student" not in parts:
+        res.add(parts | {"loss": "-", "row": "floor (sum)"})
+        return {}
+    st, tf = parts["student"], parts["teacher"]
+    ms = st["ms_per_step"] + tf["ms_per_step"]
+    floor = res.add(base | {"loss": "-", "row": "floor (sum)", "ms_per_step": ms, "img_per_s": s.batch / ms * 1e3,
+                            "x_floor": 1.0, "status": "ok"})
+    res.add(base | {"loss": "-", "row": "floor: student step", **st, "status": "ok"})
+    res.add(base | {"loss": "-", "row": "floor: teacher fwd", **tf, "status": "ok"})
+    return floor
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
     device = pick_device(args)
-    args.pairs = default(args, "pairs", ["resnet32x4-resnet8x4", "resnet56-resnet20"], list(PAIRS))
-    args.batch_sizes = default(args, "batch_sizes", [4], [64, 256])
-    args.losses = default(args, "losses", list(LOSSES), list(LOSSES))
-    args.image_size = default(args, "image_size", 8, 32)
-    args.trainer_steps = default(args, "trainer_steps", 2, 40)
-    args.trainer_epochs = default(args, "trainer_epochs", 1, 3)
-    args.warmup, args.repeats, args.steps = (default(args, k, *v) for k, v in
-                                             (("warmup", (1, 10)), ("repeats", (1, 5)), ("steps", (1, 20))))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.set_flush_denormal(True)  # random-data training drifts into denormals, which crawl on CPUs
     res = Results("vision_kd_step", args, device, COLUMNS, "KD training step throughput, random CIFAR-shaped data")
+    runners = {"distil_step": distil_step_row, "distil_fit": distil_fit_row, "tutorial": tutorial_row,
+               "torchdistill": torchdistill_row}
     for pair, batch in itertools.product(args.pairs, args.batch_sizes):
         s = Setup(args, device, pair, batch)
         base = {"pair": pair, "batch": batch}
-        floor = {}
-        if "floor" in args.rows:
-            parts = attempt(lambda: dict(zip(("student", "teacher"), floor_rows(s))), base)
-            if "student" in parts:
-                st, tf = parts["student"], parts["teacher"]
-                ms = st["ms_per_step"] + tf["ms_per_step"]
-                floor = res.add(base | {"loss": "-", "row": "floor (sum)", "ms_per_step": ms,
-                                        "img_per_s": batch / ms * 1e3, "x_floor": 1.0, "status": "ok"})
-                res.add(base | {"loss": "-", "row": "floor: student step", **st, "status": "ok"})
-                res.add(base | {"loss": "-", "row": "floor: teacher fwd", **tf, "status": "ok"})
-            else:
-                res.add(parts | {"loss": "-", "row": "floor (sum)"})
+        floor = floor_row(res, s, base) if "floor" in args.rows else {}
         for loss in args.losses:
-            b = base | {"loss": loss}
             if batch == args.batch_sizes[0]:
-                res.add(attempt(lambda: check(s, loss), b | {"row": "check"}))
+                res.add(attempt(lambda: check(s, loss), base | {"loss": loss, "row": "check"}))
             for row in (r for r in args.rows if r != "floor"):
-                fn = {"distil_step": distil_step_row, "distil_fit": distil_fit_row, "tutorial": tutorial_row,
-                      "torchdistill": torchdistill_row}[row]
-                out = attempt(lambda: fn(s, loss), b | {"row": row.replace("_", " ")})
+                out = attempt(lambda: runners[row](s, loss), base | {"loss": loss, "row": row.replace("_", " ")})
                 out["x_floor"] = ratio(out.get("ms_per_step"), floor.get("ms_per_step"))
                 res.add(out)
-        del s
+        s = None  # frees the resident data before the next setup allocates its own
         if device.type == "cuda":
             torch.cuda.empty_cache()
     res.note("x_floor = time per step / floor time per step; floor = student step alone + teacher forward alone")

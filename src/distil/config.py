@@ -93,6 +93,7 @@ class TrainConfig(_Strict):
     max_grad_norm: Positive | None = None
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 on GPU")
     early_stopping_patience: PositiveInt | None = Field(None, description="epochs without improvement")
+    checkpoint_every_epochs: PositiveInt = Field(1, description="checkpoint (for resume) every N epochs and at the end")
     checkpoint_every_steps: PositiveInt | None = Field(None, description="also checkpoint mid-epoch")
     sync_every_steps: PositiveInt = Field(
         1, description="read metrics back from the GPU (and check for NaN/inf) every N steps; 1 stops before a bad step"

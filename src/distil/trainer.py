@@ -335,6 +335,9 @@ class Trainer:
         if self.accelerator.is_main_process:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
-        self._save()
         patience = self.config.early_stopping_patience
-        return patience is not None and self.state["bad_epochs"] >= patience
+        stop = patience is not None and self.state["bad_epochs"] >= patience
+        epoch, every = self.state["epoch"], self.config.checkpoint_every_epochs
+        if stop or epoch % every == 0 or epoch == self.config.epochs:
+            self._save()
+        return stop

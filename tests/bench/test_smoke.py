@@ -91,7 +91,7 @@ def test_cpu_demo_and_plain_script(tmp_path):
     assert plain["x_plain"] == 1.0 and ours["x_plain"] > 0
     assert all(0 <= r[k] <= 1 for r in (plain, ours) for k in ("teacher_acc", "baseline_acc", "distilled_acc"))
     source = (BENCH / "plain_demo.py").read_text()
-    assert not re.search(r"^\s*(from|import)\s+distil\b", source, re.M)  # a plain script, really
+    assert not re.search(r"^\s*(from|import)\s+distil\b", source, re.MULTILINE)  # a plain script, really
 
 
 def test_report_and_install_deps(tmp_path, capsys):

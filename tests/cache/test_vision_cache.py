@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from distil.cache import VisionTeacherCache, ViewAugment, build_vision_cache, crop_flip, view_params, view_table
+from distil.cache import ViewAugment, VisionTeacherCache, build_vision_cache, crop_flip, view_params, view_table
 from distil.distiller import Distiller
 from distil.errors import DistilError
 from distil.losses.response.hinton import HintonKD
@@ -173,3 +173,13 @@ def test_bad_arguments(tmp_path, teacher, data):
         ViewAugment(mean=(0.5,))
     with pytest.raises(DistilError, match="image tensors"):
         build_vision_cache(teacher, TensorDataset(torch.rand(4, 5), torch.zeros(4, dtype=torch.long)), tmp_path)
+
+
+def test_loader_workers_get_the_same_items(tmp_path, teacher, data):
+    cache = build_vision_cache(teacher, data, tmp_path, num_views=K)
+    cache.set_epoch(1)
+    loader = DataLoader(cache, batch_size=4, num_workers=2, multiprocessing_context="spawn")
+    batches = list(loader)
+    assert torch.equal(torch.cat([b["inputs"] for b in batches]), torch.stack([cache[i]["inputs"] for i in range(N)]))
+    assert torch.equal(torch.cat([b["teacher_logits"] for b in batches]),
+                       torch.stack([cache[i]["teacher_logits"] for i in range(N)]))

@@ -156,3 +156,11 @@ def test_fewer_host_syncs_give_the_same_run_and_still_stop_on_nan(digits, tmp_pa
     last = latest_checkpoint(tmp_path / "nan" / "run" / "checkpoints")
     if last is not None:
         assert all(torch.isfinite(w).all() for w in load_file(last / "model.safetensors").values())
+
+
+def test_checkpoint_every_epochs_and_at_the_end(digits, tmp_path):
+    cfg = config(tmp_path, epochs=5, checkpoint_every_epochs=3)
+    Trainer(Distiller(mlp(), None, {"ce": CrossEntropy()}), digits.train, None, cfg, progress=False).fit()
+    steps = len(range(0, len(digits.train), 64))  # optimizer steps per epoch
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert kept == [f"step-{3 * steps:09d}", f"step-{5 * steps:09d}"]  # epochs 3 and 5 (the end), not 4

@@ -144,3 +144,14 @@ def test_shared_jpeg_cifar10(shared_dir):
     # JPEG CIFAR-10 has about the canonical statistics, so normalised test pixels are centred.
     batch = torch.stack([bundle.test[i][0] for i in range(0, 10000, 50)])
     assert batch.mean(dim=(0, 2, 3)).abs().max() < 0.15
+
+
+def test_random_flip_is_fair():
+    import torch
+
+    from distil.data.cifar import random_crop_flip
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(4.0).reshape(1, 1, 4).expand(1, 4, 4).contiguous()
+    flips = sum(bool(random_crop_flip(x, g, padding=0)[0, 0, 0] == 3.0) for _ in range(4000))
+    assert abs(flips / 4000 - 0.5) < 0.03  # p = 1/2 (a draw over 0..8 taken mod 2 gave 4/9)

@@ -14,8 +14,9 @@ are the same on every machine and torch version, and any one of them can be comp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

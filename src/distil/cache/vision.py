@@ -142,7 +142,7 @@ def build_vision_cache(
     teacher: nn.Module, dataset: Dataset, path: str | os.PathLike, *, num_views: int = 8, seed: int = 0,
     augment: ViewAugment | None = None, dtype: str = "float16", batch_size: int = 256, num_workers: int = 0,
     device: torch.device | str | None = None, autocast: torch.dtype | None = None, overwrite: bool = False,
-) -> "VisionTeacherCache":
+) -> VisionTeacherCache:
     """Run `teacher` (eval mode, no grad) over `num_views` views of every image and cache its logits.
 
     `dataset` yields un-augmented (image (C, H, W), label) pairs or {"inputs", "labels"} dicts, in
@@ -276,6 +276,10 @@ class VisionTeacherCache(Dataset):
 
     def __len__(self) -> int:
         return self.manifest["data"]["num_samples"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """DataLoader workers get the CPU tensors only, never the GPU copies `batch` made."""
+        return {k: ({} if k in ("_on_device", "_table") else v) for k, v in self.__dict__.items()}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

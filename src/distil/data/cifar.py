@@ -56,9 +56,10 @@ def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4) ->
     x: (C, H, W) in [0, 1], before normalisation (so the padding is black, as in torchvision).
     """
     _, h, w = x.shape
-    i, j, flip = torch.randint(0, 2 * padding + 1, (3,), generator=generator).tolist()
+    i, j = torch.randint(0, 2 * padding + 1, (2,), generator=generator).tolist()
+    flip = torch.randint(0, 2, (1,), generator=generator).item()  # its own draw: exactly p = 1/2
     x = F.pad(x, (padding, padding, padding, padding))[:, i : i + h, j : j + w]
-    return x.flip(-1) if flip % 2 else x
+    return x.flip(-1) if flip else x
 
 
 class CifarImages(Dataset):
