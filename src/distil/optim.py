@@ -19,9 +19,13 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> tor
     no_decay = [p for p in params if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return cls(groups, lr=cfg.lr, betas=cfg.betas)
+        cls, options = torch.optim.SGD, dict(momentum=cfg.momentum, nesterov=cfg.nesterov)
+    else:
+        cls, options = (torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam), dict(betas=cfg.betas)
+    try:  # one fused kernel for all parameters instead of a Python loop over them
+        return cls(groups, lr=cfg.lr, fused=True, **options)
+    except (RuntimeError, TypeError):  # a device or dtype without a fused implementation
+        return cls(groups, lr=cfg.lr, **options)
 
 
 def lr_factor(step: int, steps_per_epoch: int, epochs: int, cfg: ScheduleConfig) -> float:
