@@ -30,11 +30,6 @@ METHODS = {
 EPOCHS = 8
 
 
-def _probe(distiller, probe) -> float:
-    with torch.no_grad():
-        return sum(distiller(b)["kd"].item() for b in probe) / len(probe)
-
-
 @pytest.mark.parametrize("name", list(METHODS))
 def test_method_distils_on_digits(name, digits_harness):
     h = digits_harness
@@ -45,20 +40,7 @@ def test_method_distils_on_digits(name, digits_harness):
     layers = {"student_layers": ["3"], "teacher_layers": ["3"]} if tapped else {}
     term = Term(LOSSES.get(name)(**kwargs), weight, **layers)
     distiller = Distiller(student, h.teacher, {"ce": CrossEntropy(), "kd": term})
-    try:
-        distiller.setup(next(h.batches(h.x_train, h.y_train)))
-        opt = torch.optim.Adam(distiller.trainable_parameters(), lr=5e-3)
-        probe = list(h.batches(h.x_test, h.y_test))[:4]
-        before = _probe(distiller, probe)
-        for epoch in range(EPOCHS):
-            for batch in h.batches(h.x_train, h.y_train, seed=100 + epoch):
-                out = distiller(batch)
-                opt.zero_grad()
-                out["loss"].backward()
-                opt.step()
-        after = _probe(distiller, probe)
-    finally:
-        distiller.close()
+    before, after = h.distil_by_hand(distiller, "kd", EPOCHS)
     trained = h.accuracy(student, h.x_test, h.y_test)
     print(f"{name}: loss {before:.4f} -> {after:.4f}, accuracy {untrained:.3f} -> {trained:.3f}")
     assert after < 0.8 * before, f"{name} did not decrease: {before} -> {after}"
