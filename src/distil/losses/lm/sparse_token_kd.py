@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from distil.lm.tokens import kept_rows, shift_for_causal_lm, token_mean
+from distil.lm.tokens import kept_rows, token_mean
 from distil.lm.topk import unpack_topk
+from distil.losses.lm.shifted import ShiftedTokenLoss
 from distil.losses.base import LOSSES
 from distil.losses.lm.token_kl import kl_from_log_probs
 from distil.types import Positive, validated
@@ -74,22 +75,13 @@ def sparse_token_kd_loss(
 
 
 @LOSSES.register("sparse_token_kd")
-class SparseTokenKD(nn.Module):
+class SparseTokenKD(ShiftedTokenLoss):
     """Module form of `sparse_token_kd_loss`. The batch's `teacher_logits` must be a packed top-k
     tensor (from `distil.lm.cache.TeacherCache` or `distil.lm.topk.topk_from_logits`), not dense
     logits. `causal_shift` as in `TokenKL`: the cache stores unshifted per-position logits."""
 
+    loss_fn = staticmethod(sparse_token_kd_loss)
+
     @validated
     def __init__(self, temperature: Positive = 1.0, causal_shift: bool = True):
-        super().__init__()
-        self.temperature, self.causal_shift = temperature, causal_shift
-
-    def forward(self, student_logits, teacher_logits, labels=None, sample_weight=None) -> Tensor:
-        if self.causal_shift:
-            labels, student_logits, teacher_logits = shift_for_causal_lm(labels, student_logits, teacher_logits)
-        return sparse_token_kd_loss(
-            student_logits, teacher_logits, labels, temperature=self.temperature, sample_weight=sample_weight
-        )
-
-    def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, causal_shift={self.causal_shift}"
+        super().__init__(causal_shift, temperature=temperature)

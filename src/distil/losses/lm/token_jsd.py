@@ -19,9 +19,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from distil.lm.tokens import kept_rows, shift_for_causal_lm, token_mean
+from distil.lm.tokens import kept_rows, token_mean
+from distil.losses.lm.shifted import ShiftedTokenLoss
 from distil.losses.base import LOSSES, check_pair
 from distil.losses.lm.token_kl import kl_from_log_probs
 from distil.types import Fraction, Positive, validated
@@ -66,21 +67,11 @@ def token_jsd_loss(
 
 
 @LOSSES.register("token_jsd")
-class TokenJSD(nn.Module):
+class TokenJSD(ShiftedTokenLoss):
     """Module form of `token_jsd_loss`; `causal_shift` as in `TokenKL`. GKD's default beta is 0.5."""
+
+    loss_fn = staticmethod(token_jsd_loss)
 
     @validated
     def __init__(self, beta: Fraction = 0.5, temperature: Positive = 1.0, causal_shift: bool = True):
-        super().__init__()
-        self.beta, self.temperature, self.causal_shift = beta, temperature, causal_shift
-
-    def forward(self, student_logits, teacher_logits, labels=None, sample_weight=None) -> Tensor:
-        if self.causal_shift:
-            labels, student_logits, teacher_logits = shift_for_causal_lm(labels, student_logits, teacher_logits)
-        return token_jsd_loss(
-            student_logits, teacher_logits, labels,
-            beta=self.beta, temperature=self.temperature, sample_weight=sample_weight,
-        )
-
-    def extra_repr(self) -> str:
-        return f"beta={self.beta}, temperature={self.temperature}, causal_shift={self.causal_shift}"
+        super().__init__(causal_shift, beta=beta, temperature=temperature)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from distil.lm.tokens import kept_rows, shift_for_causal_lm, token_mean
+from distil.lm.tokens import kept_rows, token_mean
+from distil.losses.lm.shifted import ShiftedTokenLoss
 from distil.losses.base import LOSSES, check_pair
 from distil.types import Positive, validated
 
@@ -49,21 +50,12 @@ def token_kl_loss(
 
 
 @LOSSES.register("token_kl")
-class TokenKL(nn.Module):
+class TokenKL(ShiftedTokenLoss):
     """Module form of `token_kl_loss`. With `causal_shift` (default) logits at position t are scored
     against the token at t + 1, as Hugging Face labels (= input_ids, -100 masked) require."""
 
+    loss_fn = staticmethod(token_kl_loss)
+
     @validated
     def __init__(self, temperature: Positive = 1.0, causal_shift: bool = True):
-        super().__init__()
-        self.temperature, self.causal_shift = temperature, causal_shift
-
-    def forward(self, student_logits, teacher_logits, labels=None, sample_weight=None) -> Tensor:
-        if self.causal_shift:
-            labels, student_logits, teacher_logits = shift_for_causal_lm(labels, student_logits, teacher_logits)
-        return token_kl_loss(
-            student_logits, teacher_logits, labels, temperature=self.temperature, sample_weight=sample_weight
-        )
-
-    def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, causal_shift={self.causal_shift}"
+        super().__init__(causal_shift, temperature=temperature)
