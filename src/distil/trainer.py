@@ -50,21 +50,38 @@ class EpochBatchSampler(Sampler[list[int]]):
 
 
 class TensorBatches:
-    """Batches of an in-memory `TensorDataset` by direct indexing: one gather per tensor per batch
-    instead of DataLoader's per-sample fetch and collate, from tensors that can live on the GPU
-    (no host-to-device copy per step). Yields exactly what a DataLoader over the same batches would."""
+    """Batches of an in-memory data set by direct indexing: one gather per tensor per batch instead
+    of DataLoader's per-sample fetch and collate, from tensors that can live on the GPU (no
+    host-to-device copy per step). Yields exactly what a DataLoader over the same batches would:
+    lists for a `TensorDataset`, dicts for a data set of named `columns` (text)."""
 
-    def __init__(self, dataset: TensorDataset, batches: Iterable[list[int]], device: torch.device | None = None):
+    def __init__(self, dataset: Dataset, batches: Iterable[list[int]], device: torch.device | None = None):
         self.dataset, self.batches = dataset, batches
-        self.tensors = [t.to(device) for t in dataset.tensors] if device is not None else list(dataset.tensors)
+        columns = in_memory_columns(dataset)
+        move = (lambda t: t.to(device)) if device is not None else (lambda t: t)
+        self.columns = {k: move(v) for k, v in columns.items()} if isinstance(columns, dict) else [move(t) for t in columns]
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+    def __iter__(self) -> Iterator[Any]:
         for idx in self.batches:
-            index = torch.as_tensor(idx, device=self.tensors[0].device)
-            yield [t[index] for t in self.tensors]
+            if isinstance(self.columns, dict):
+                index = torch.as_tensor(idx, device=next(iter(self.columns.values())).device)
+                yield {k: v[index] for k, v in self.columns.items()}
+            else:
+                index = torch.as_tensor(idx, device=self.columns[0].device)
+                yield [t[index] for t in self.columns]
+
+
+def in_memory_columns(dataset: Dataset) -> list[torch.Tensor] | dict[str, torch.Tensor] | None:
+    """The tensors behind a data set whose items are plain rows of them, else None."""
+    if isinstance(dataset, TensorDataset):
+        return list(dataset.tensors)
+    columns = getattr(dataset, "columns", None)
+    if isinstance(columns, dict) and columns and all(isinstance(v, torch.Tensor) for v in columns.values()):
+        return columns
+    return None
 
 
 def _in_order(size: int, batch_size: int) -> list[list[int]]:
@@ -129,7 +146,7 @@ class Trainer:
         eval_size = eval_batch_size or batch_size * 4
         fast = num_workers == 0 and self.accelerator.num_processes == 1
         device = self.accelerator.device if self.accelerator.device.type != "cpu" else None
-        if fast and isinstance(train_set, TensorDataset):
+        if fast and in_memory_columns(train_set) is not None:
             self.train_loader = TensorBatches(train_set, self.sampler, device)
         else:
             # Loaders get their own generators: DataLoader draws a seed from it for every iterator,
@@ -140,7 +157,7 @@ class Trainer:
             )
         if val_set is None:
             self.val_loader = None
-        elif fast and isinstance(val_set, TensorDataset):
+        elif fast and in_memory_columns(val_set) is not None:
             self.val_loader = TensorBatches(val_set, _in_order(len(val_set), eval_size), device)
         else:
             self.val_loader = DataLoader(val_set, batch_size=eval_size, num_workers=num_workers, generator=torch.Generator())

@@ -164,3 +164,17 @@ def test_checkpoint_every_epochs_and_at_the_end(digits, tmp_path):
     steps = len(range(0, len(digits.train), 64))  # optimizer steps per epoch
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*"))
     assert kept == [f"step-{3 * steps:09d}", f"step-{5 * steps:09d}"]  # epochs 3 and 5 (the end), not 4
+
+
+def test_named_columns_are_batched_like_the_dataloader_would():
+    from distil.text.tokenize import TextDataset
+    from distil.trainer import EpochBatchSampler, TensorBatches
+
+    data = TextDataset({"input_ids": torch.arange(40).reshape(10, 4), "attention_mask": torch.ones(10, 4)},
+                       labels=torch.arange(10) % 2)
+    sampler = EpochBatchSampler(len(data), 3, seed=1)
+    fast = list(TensorBatches(data, sampler))
+    slow = list(torch.utils.data.DataLoader(data, batch_sampler=sampler))
+    assert len(fast) == len(slow) == 4
+    for a, b in zip(fast, slow):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
