@@ -59,7 +59,7 @@ def run_demo(output_dir: str = "runs/demo", seed: int = 0, fast: bool = False, p
     baseline = _train_student(baseline_recipe, bundle, [], "baseline", progress)
     distilled = _train_student(recipe, bundle, [teacher], "distilled", progress)
     metrics = {
-        "teacher": evaluate_split(teacher, bundle, recipe.task),
+        "teacher": evaluate_split(teacher, bundle, recipe.task, teacher),  # fidelity to itself: 1 and 0
         "baseline": evaluate_split(baseline, bundle, recipe.task, teacher),
         "distilled": evaluate_split(distilled, bundle, recipe.task, teacher),
     }

@@ -140,7 +140,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, pr
     student = load_weights(distiller.student.cpu(), out / "best" / "student.safetensors")
     distiller.close()
     teacher = distiller.teacher.cpu() if distiller.teacher is not None else None
-    metrics = {"teacher": evaluate_split(teacher, bundle, recipe.task)} if teacher is not None else {}
+    metrics = {"teacher": evaluate_split(teacher, bundle, recipe.task, teacher)} if teacher is not None else {}
     metrics["distilled"] = evaluate_split(student, bundle, recipe.task, teacher)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return RunResult(out, fit, metrics, student)

@@ -72,6 +72,6 @@ def evaluate_checkpoint(checkpoint: Path, data: str | None, overrides: list[str]
             cfg = cfg.model_copy(update={"checkpoint": str(trained)})
         if cfg.checkpoint or cfg.pretrained:
             teacher = trained_teacher(cfg, bundle)
-    metrics = {"teacher": evaluate_split(teacher, bundle, recipe.task, split=split)} if teacher is not None else {}
+    metrics = {"teacher": evaluate_split(teacher, bundle, recipe.task, teacher, split=split)} if teacher is not None else {}
     metrics["student"] = evaluate_split(student, bundle, recipe.task, teacher, split=split)
     return metrics
