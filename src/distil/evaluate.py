@@ -18,6 +18,7 @@ from safetensors.torch import save
 from torch import Tensor, nn
 
 from distil.batch import repeat_sample, split_batch, to_device
+from distil.losses.base import kl_from_log_probs
 from distil.teacher import as_logits, call_model
 
 
@@ -59,7 +60,7 @@ def mean_kl(student_logits: Tensor, teacher_logits: Tensor) -> float:
     """Mean KL(teacher || student) at temperature 1, in nats."""
     log_s = F.log_softmax(student_logits.float(), -1)
     log_t = F.log_softmax(teacher_logits.float(), -1)
-    return (log_t.exp() * (log_t - log_s)).sum(-1).mean().item()
+    return kl_from_log_probs(log_t, log_s).mean().item()
 
 
 def expected_calibration_error(logits: Tensor, labels: Tensor, bins: int = 15) -> float:
@@ -132,7 +133,7 @@ def language_model_metrics(
                 t_kept = as_logits(call_model(teacher, parts["inputs"])).float()[:, :-1][mask]
                 sums["agree"] += (kept.argmax(-1) == t_kept.argmax(-1)).sum().item()
                 log_t, log_s = F.log_softmax(t_kept, -1), F.log_softmax(kept, -1)
-                sums["kl"] += (log_t.exp() * (log_t - log_s)).sum().item()
+                sums["kl"] += kl_from_log_probs(log_t, log_s).sum().item()
     n = max(sums["tokens"], 1.0)
     out = {"token_accuracy": sums["correct"] / n, "nll": sums["nll"] / n, "perplexity": float(torch.tensor(sums["nll"] / n).exp())}
     if teacher is not None:

@@ -62,3 +62,9 @@ def labelled_mean(per_sample: Tensor, labels: Tensor, sample_weight: Tensor | No
     keep = (labels != IGNORE_INDEX).to(per_sample.dtype)
     w = keep if sample_weight is None else keep * sample_weight.to(per_sample.dtype)
     return (w * per_sample).sum() / w.sum().clamp_min(torch.finfo(per_sample.dtype).tiny)
+
+
+def kl_from_log_probs(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """KL(p || q) per row from log-probabilities (..., V) -> (...); 0 * log 0 counts as 0."""
+    p = log_p.exp()
+    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)

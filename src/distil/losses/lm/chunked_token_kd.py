@@ -25,9 +25,8 @@ from torch.autograd.function import once_differentiable
 
 from distil.lm.tokens import shift_for_causal_lm, token_weights
 from distil.lm.vocab import output_head
-from distil.losses.base import LOSSES
+from distil.losses.base import LOSSES, kl_from_log_probs
 from distil.losses.lm.token_jsd import jsd_from_log_probs
-from distil.losses.lm.token_kl import kl_from_log_probs
 from distil.types import Fraction, Positive, PositiveInt, validated
 
 KINDS = ("kl", "reverse_kl", "jsd")

@@ -22,9 +22,8 @@ from torch import Tensor
 
 from distil.lm.tokens import kept_rows, token_mean
 from distil.lm.topk import unpack_topk
+from distil.losses.base import LOSSES, kl_from_log_probs
 from distil.losses.lm.shifted import ShiftedTokenLoss
-from distil.losses.base import LOSSES
-from distil.losses.lm.token_kl import kl_from_log_probs
 from distil.types import Positive, validated
 
 

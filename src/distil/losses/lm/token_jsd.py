@@ -22,9 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distil.lm.tokens import kept_rows, token_mean
+from distil.losses.base import LOSSES, check_pair, kl_from_log_probs
 from distil.losses.lm.shifted import ShiftedTokenLoss
-from distil.losses.base import LOSSES, check_pair
-from distil.losses.lm.token_kl import kl_from_log_probs
 from distil.types import Fraction, Positive, validated
 
 

@@ -8,20 +8,13 @@ ICLR 2024). Mode-covering: the student pays for every token the teacher finds li
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from distil.lm.tokens import kept_rows, token_mean
+from distil.losses.base import LOSSES, check_pair, kl_from_log_probs
 from distil.losses.lm.shifted import ShiftedTokenLoss
-from distil.losses.base import LOSSES, check_pair
 from distil.types import Positive, validated
-
-
-def kl_from_log_probs(log_p: Tensor, log_q: Tensor) -> Tensor:
-    """KL(p || q) per row from log-probabilities (..., V) -> (...); 0 * log 0 counts as 0."""
-    p = log_p.exp()
-    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
 
 
 def token_kl_loss(

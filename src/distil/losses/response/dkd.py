@@ -11,14 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distil.losses.base import LOSSES, check_pair, require_labels, weighted_mean
+from distil.losses.base import LOSSES, check_pair, kl_from_log_probs, require_labels, weighted_mean
 from distil.types import NonNegative, Positive, validated
-
-
-def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
-    """Per-sample KL(p || q) from log-probabilities, summing the last dim; 0 * log 0 counts as 0."""
-    p = log_p.exp()
-    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
 
 
 def dkd_loss(
@@ -52,8 +46,8 @@ def dkd_loss(
     def non_target(z: Tensor) -> Tensor:  # log softmax over non-target classes
         return F.log_softmax(z.masked_fill(target, float("-inf")), dim=-1)
 
-    tckd = _kl(binary(zt), binary(zs))
-    nckd = _kl(non_target(zt), non_target(zs).masked_fill(target, 0.0))
+    tckd = kl_from_log_probs(binary(zt), binary(zs))
+    nckd = kl_from_log_probs(non_target(zt), non_target(zs).masked_fill(target, 0.0))
     return weighted_mean((alpha * tckd + beta * nckd) * temperature**2, sample_weight)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distil.losses.base import LOSSES, check_pair, labelled_mean, require_labels, weighted_mean
+from distil.losses.base import LOSSES, check_pair, kl_from_log_probs, labelled_mean, require_labels, weighted_mean
 from distil.types import Fraction, Positive, validated
 
 
@@ -16,7 +16,7 @@ def softened_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: flo
     """Per-sample KL(p_t^T || p_s^T) over the last dimension, shape (B,)."""
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
+    return kl_from_log_probs(log_p_t, log_p_s)
 
 
 def hinton_kd_loss(
