@@ -14,11 +14,13 @@ from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from distil.batch import split_batch
 from distil.checkpoint import load_weights
 from distil.config import LossConfig, ModelConfig, Recipe, format_errors
 from distil.data import DATASETS, DataBundle
 from distil.distiller import TEACHER_INPUTS, Distiller, Term, loss_inputs
 from distil.errors import ConfigError, DistilError
+from distil.evaluate import eval_mode
 from distil.losses import LOSSES
 from distil.models import MODELS
 from distil.teacher import TeacherEnsemble, as_logits
@@ -80,15 +82,12 @@ def build_model(cfg: ModelConfig, bundle: DataBundle, field: str) -> nn.Module:
 
 def check_outputs(models: dict[str, nn.Module], bundle: DataBundle) -> None:
     """One probe forward: every model must produce `num_outputs` values per sample."""
-    sample = bundle.train[0]
-    x = sample[0] if isinstance(sample, (tuple, list)) else sample
+    x = split_batch(bundle.train[0])["inputs"]
     if not isinstance(x, torch.Tensor):
         return  # dict inputs (text) are checked by the losses
     for name, model in models.items():
-        was = model.training
-        with torch.no_grad():
-            out = as_logits(model.eval()(x.unsqueeze(0)))
-        model.train(was)
+        with torch.no_grad(), eval_mode(model):
+            out = as_logits(model(x.unsqueeze(0)))
         if out.shape[-1] != bundle.num_outputs:
             raise ConfigError(
                 f"{name} predicts {out.shape[-1]} outputs per sample but the data has {bundle.num_outputs} "

@@ -26,7 +26,7 @@ from distil.teacher import as_logits, call_model
 def predict(model: nn.Module, batches: Iterable[Any], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor | None]:
     """Run a model over batches in eval mode; return (outputs, labels) concatenated on the CPU."""
     outs, labels = [], []
-    with _eval_mode(model):
+    with eval_mode(model):
         for batch in batches:
             parts = to_device(split_batch(batch), device)
             outs.append(as_logits(call_model(model, parts["inputs"])).float().cpu())
@@ -36,7 +36,7 @@ def predict(model: nn.Module, batches: Iterable[Any], device: torch.device | str
 
 
 @contextmanager
-def _eval_mode(model: nn.Module):
+def eval_mode(model: nn.Module):
     was_training = model.training
     model.eval()
     try:
@@ -118,7 +118,7 @@ def language_model_metrics(
     (tokens x vocab) logits of a whole split do not fit in memory: token accuracy, NLL, perplexity,
     and with a teacher, next-token agreement and mean KL(teacher || student) per token."""
     sums = {"tokens": 0.0, "correct": 0.0, "nll": 0.0, "agree": 0.0, "kl": 0.0}
-    with _eval_mode(model):
+    with eval_mode(model):
         for batch in batches:
             parts = to_device(split_batch(batch), device)
             logits = as_logits(call_model(model, parts["inputs"])).float()[:, :-1]  # (B, T-1, V)
@@ -186,7 +186,7 @@ def latency_ms(
     first = x if isinstance(x, Tensor) else next(iter(x.values()))
     sync = torch.cuda.synchronize if first.is_cuda else (lambda: None)
     times: list[float] = []
-    with _eval_mode(model):
+    with eval_mode(model):
         for i in range(warmup + repeats):
             sync()
             start = time.perf_counter()
@@ -204,7 +204,7 @@ def flops(model: nn.Module, example: Any) -> int | None:
     from torch.utils.flop_counter import FlopCounterMode
 
     try:
-        with torch.no_grad(), _eval_mode(model), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), eval_mode(model), FlopCounterMode(display=False) as counter:
             call_model(model, example)
         return int(counter.get_total_flops())
     except (RuntimeError, NotImplementedError, TypeError):  # some ops have no FLOP formula

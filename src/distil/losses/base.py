@@ -65,6 +65,7 @@ def labelled_mean(per_sample: Tensor, labels: Tensor, sample_weight: Tensor | No
 
 
 def kl_from_log_probs(log_p: Tensor, log_q: Tensor) -> Tensor:
-    """KL(p || q) per row from log-probabilities (..., V) -> (...); 0 * log 0 counts as 0."""
+    """KL(p || q) per row from log-probabilities (..., V) -> (...); 0 * log 0 counts as 0.
+    NaN stays NaN, so a bad output is reported instead of silently counted as agreement."""
     p = log_p.exp()
-    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+    return torch.where(p == 0, torch.zeros_like(p), p * (log_p - log_q)).sum(-1)
