@@ -18,8 +18,9 @@ from distil.batch import split_batch
 from distil.checkpoint import load_weights
 from distil.config import LossConfig, ModelConfig, Recipe, format_errors
 from distil.data import DATASETS, DataBundle
+from distil.data.base import check_label_range
 from distil.distiller import TEACHER_INPUTS, Distiller, Term, loss_inputs
-from distil.errors import ConfigError, DistilError
+from distil.errors import ConfigError
 from distil.evaluate import eval_mode
 from distil.losses import LOSSES
 from distil.models import MODELS
@@ -52,13 +53,7 @@ def check_labels(bundle: DataBundle) -> None:
     for split in ("train", "val", "test"):
         data = getattr(bundle, split)
         if isinstance(data, TensorDataset) and len(data.tensors) > 1:
-            y = data.tensors[1]
-            bad = (y < 0) | (y >= bundle.num_outputs)
-            if bad.any():
-                raise DistilError(
-                    f"labels out of range in the {split} split: found {y[bad][0].item()}, but there are "
-                    f"{bundle.num_outputs} classes (labels must be in 0..{bundle.num_outputs - 1})"
-                )
+            check_label_range(data.tensors[1], bundle.num_outputs, f" in the {split} split")
 
 
 def build_model(cfg: ModelConfig, bundle: DataBundle, field: str) -> nn.Module:

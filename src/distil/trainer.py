@@ -22,9 +22,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from distil import checkpoint as ckpt
 from distil.config import TrainConfig
+from distil.data.base import check_label_range
 from distil.batch import split_batch, to_device
 from distil.distiller import Distiller
-from distil.errors import DistilError, NonFiniteLossError
+from distil.errors import NonFiniteLossError
 from distil.evaluate import evaluate_model
 from distil.optim import build_optimizer, build_scheduler
 from distil.progress import TrainProgress
@@ -313,13 +314,7 @@ class Trainer:
     def _check_labels(self, batch: Any) -> None:
         labels = split_batch(batch).get("labels")
         if self.num_classes and labels is not None and self.config.task == "classification":
-            bad = (labels < 0) | (labels >= self.num_classes)
-            bad &= labels != -100  # the ignore index of token-level losses
-            if bad.any():
-                raise DistilError(
-                    f"labels out of range: found {labels[bad][0].item()} but the models predict "
-                    f"{self.num_classes} classes (labels must be in 0..{self.num_classes - 1})"
-                )
+            check_label_range(labels, self.num_classes)
 
     def _check_finite(self, parts: dict[str, torch.Tensor]) -> None:
         """Stop at a non-finite loss; no checkpoint is written from a bad state, so the last one

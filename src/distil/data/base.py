@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from torch import Tensor
 from torch.utils.data import Dataset
+
+from distil.errors import DistilError
 
 from distil.registry import Registry
 
@@ -28,3 +31,14 @@ class DataBundle:
     input_shape: tuple[int, ...]
     task: Literal["classification", "regression", "language_modeling"] = "classification"
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. vocab_size, for factories that take it
+
+
+def check_label_range(labels: Tensor, num_classes: int, where: str = "") -> None:
+    """Class labels must index the model's outputs; -100 marks an unlabelled sample or token."""
+    bad = (labels < 0) | (labels >= num_classes)
+    bad &= labels != -100
+    if bad.any():
+        raise DistilError(
+            f"labels out of range{where}: found {labels[bad][0].item()}, but there are {num_classes} "
+            f"classes (labels must be in 0..{num_classes - 1}, or -100 for unlabelled)"
+        )
