@@ -49,10 +49,10 @@ run() {  # run NAME LIMIT_S COMMAND...: bounded by LIMIT_S and by what is left o
   echo "== $name: rc=$rc after $(( $(date +%s) - now ))s" | tee -a "$LOG"
 }
 
-run vision_kd_step 170 "$PY" bench/vision_kd_step.py $SMOKE_ARG
-SEARCH_S=30; [ -n "${SMOKE:-}" ] && SEARCH_S=5
-run lm_token_kd 140 "$PY" bench/lm_token_kd.py --search-budget-s $SEARCH_S $SMOKE_ARG
-run cached_teacher 65 "$PY" bench/cached_teacher.py $SMOKE_ARG
+run vision_kd_step 160 "$PY" bench/vision_kd_step.py $SMOKE_ARG
+SEARCH_S=25; [ -n "${SMOKE:-}" ] && SEARCH_S=5
+run lm_token_kd 170 "$PY" bench/lm_token_kd.py --search-budget-s $SEARCH_S $SMOKE_ARG
+run cached_teacher 60 "$PY" bench/cached_teacher.py $SMOKE_ARG
 if [ -z "${SMOKE:-}" ]; then  # compiling on a CPU takes minutes: GPU only
   run vision_kd_step_compiled 120 "$PY" bench/vision_kd_step.py --compile --tag compiled \
       --pairs resnet32x4-resnet8x4 --batch-sizes 256 --losses hinton_kd --rows distil_step floor

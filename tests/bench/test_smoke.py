@@ -56,6 +56,10 @@ def test_lm_token_kd(tmp_path):
     assert chunked["grad_h_rel_err"] < 1e-2 and chunked["grad_w_rel_err"] < 1e-2  # bf16 gradient storage
     assert rows["plain"]["grad_h_rel_err"] < 5e-2
     assert chunked["max_tokens"] == "≥256"  # the smoke cap, not memory, ends the search on a CPU
+    sparse = rows["sparse"]  # errors against the sparse loss on fp32 logits, time against chunked
+    assert sparse["loss_rel_err"] < 1e-4 and sparse["grad_h_rel_err"] < 1e-2 and sparse["x_chunked_time"] > 0
+    cache = data["cache_bytes"]  # a real cache on disk: 6k + 4 bytes per token plus headers
+    assert 6 * 64 + 4 <= cache["bytes_per_token"] < 6 * 64 + 4 + 16 and cache["dense_bytes_per_token"] == 2 * 512
 
 
 def test_search_max_doubles_then_bisects():

@@ -1,9 +1,9 @@
 """Memory-lean token-level KD computed from final hidden states, never holding the full logits.
 
-Fusing the output projection with the loss and walking over token chunks follows Wijmans et al.,
-"Cut Your Losses in Large-Vocabulary Language Models", ICLR 2025 (arXiv:2411.09009) and the fused
-linear distillation losses of Hsu et al., "Liger Kernel: Efficient Triton Kernels for LLM
-Training", 2024 (arXiv:2410.10989). The divergences are those of `token_kl` (Hinton et al. 2015),
+Fusing the output projection with the loss and walking over token chunks (`chunking.py`) follows
+Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models", ICLR 2025 (arXiv:2411.09009)
+and the fused linear distillation losses of Hsu et al., "Liger Kernel: Efficient Triton Kernels for
+LLM Training", 2024 (arXiv:2410.10989). The divergences are those of `token_kl` (Hinton et al. 2015),
 `token_reverse_kl` (Gu et al., MiniLLM, ICLR 2024) and `token_jsd` (Agarwal et al., GKD, ICLR 2024).
 
 With N kept tokens and vocabulary V, plain KD holds several (N, V) fp32 tensors per model (logits,
@@ -21,11 +21,11 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from distil.lm.tokens import shift_for_causal_lm, token_weights
 from distil.lm.vocab import output_head
 from distil.losses.base import LOSSES, kl_from_log_probs
+from distil.losses.lm.chunking import chunked_loss, normalised_weights, project
 from distil.losses.lm.token_jsd import jsd_from_log_probs
 from distil.types import Fraction, Positive, PositiveInt, validated
 
@@ -54,62 +54,15 @@ def _loss_and_grad(a: Tensor, b: Tensor, kind: str, beta: float) -> tuple[Tensor
     return loss, g.sub_((q * g).sum(-1, keepdim=True)).mul_(q)
 
 
-def _project(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """fp32 logits (c, V) of fp32 hidden states (c, H) through an fp32 head."""
-    return torch.addmm(bias, h, weight.t()) if bias is not None else h @ weight.t()
+def _dense_teacher(ht: Tensor, wt: Tensor, bt: Tensor | None, kind: str, beta: float, temperature: float):
+    """The chunk loss against a teacher given by its hidden states and head (fp32 copies made once)."""
+    wt32, bt32 = wt.float(), bt.float() if bt is not None else None
 
+    def chunk_loss(a: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        b = project(ht[rows].float(), wt32, bt32).div_(temperature)  # (c, V) fp32
+        return _loss_and_grad(a, b, kind, beta)
 
-def _forward_and_grads(hs, ws, bs, ht, wt, bt, weights, kind, temperature, beta, chunk_size, need):
-    """Loss and its gradients w.r.t. (hs, ws, bs), as requested by `need`, one token chunk at a time."""
-    ws32, wt32 = ws.float(), wt.float()  # (V, Hs), (V, Ht); no copy when already fp32
-    bs32 = bs.float() if bs is not None else None
-    bt32 = bt.float() if bt is not None else None
-    dh = torch.zeros_like(hs) if need[0] else None  # (N, Hs)
-    dw = torch.zeros(ws.shape, dtype=torch.float32, device=ws.device) if need[1] else None  # fp32 accumulator
-    db = torch.zeros(ws.shape[0], dtype=torch.float32, device=ws.device) if need[2] else None
-    rows = weights.nonzero().squeeze(1)  # only kept tokens are ever projected
-    total = torch.zeros((), dtype=torch.float32, device=hs.device)
-    for start in range(0, rows.numel(), chunk_size):
-        r = rows[start:start + chunk_size]
-        h = hs[r].float()  # (c, Hs)
-        a = _project(h, ws32, bs32).div_(temperature)  # (c, V) fp32, never rounded to bf16
-        b = _project(ht[r].float(), wt32, bt32).div_(temperature)
-        loss, g = _loss_and_grad(a, b, kind, beta)
-        del a, b
-        w = weights[r]  # (c,) normalised token weights
-        total += (w * loss).sum()
-        g.mul_((w * temperature)[:, None])  # d(T^2 * sum w l)/dz = T * w * dl/da
-        if dh is not None:
-            dh[r] = (g @ ws32).to(dh.dtype)
-        if dw is not None:
-            dw.addmm_(g.t(), h)
-        if db is not None:
-            db.add_(g.sum(0))
-    dw = dw.to(ws.dtype) if dw is not None else None
-    db = db.to(bs.dtype) if db is not None else None
-    return total * temperature**2, dh, dw, db
-
-
-class _ChunkedTokenKD(torch.autograd.Function):
-    """Loss in forward together with its gradients; backward only scales them by grad_output."""
-
-    @staticmethod
-    def forward(ctx, hs, ws, bs, ht, wt, bt, weights, kind, temperature, beta, chunk_size, grad_enabled):
-        need = [grad_enabled and n for n in ctx.needs_input_grad[:3]]  # no gradient work in eval
-        # Autocast would run the fp32 chunk matmuls in bf16, rounding the logits we upcast.
-        with torch.autocast(hs.device.type, enabled=False):
-            loss, dh, dw, db = _forward_and_grads(
-                hs, ws, bs, ht, wt, bt, weights, kind, temperature, beta, chunk_size, need
-            )
-        ctx.save_for_backward(dh, dw, db)
-        return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        dh, dw, db = ctx.saved_tensors
-        grads = [None if t is None else t * grad_output.to(t.dtype) for t in (dh, dw, db)]
-        return (*grads, None, None, None, None, None, None, None, None, None)
+    return chunk_loss
 
 
 def chunked_token_kd(
@@ -147,18 +100,13 @@ def chunked_token_kd(
         raise ValueError(f"temperature: must be > 0, got {temperature}")
     if not 0 <= beta <= 1:
         raise ValueError(f"beta: must be in [0, 1], got {beta}")
-    if int(chunk_size) != chunk_size or chunk_size <= 0:
-        raise ValueError(f"chunk_size: must be a positive integer, got {chunk_size}")
     _check_shapes(student_hidden, student_head_weight, teacher_hidden, teacher_head_weight)
     hs = student_hidden.reshape(-1, student_hidden.shape[-1])  # (N, Hs)
     ht = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])  # (N, Ht)
-    w = token_weights(labels, student_hidden.shape[:-1], sample_weight).to(hs.device)
-    w = w / w.sum().clamp_min(torch.finfo(torch.float32).tiny)  # (N,), sums to 1 (or all 0)
+    w = normalised_weights(token_weights(labels, student_hidden.shape[:-1], sample_weight).to(hs.device))
     bt = teacher_head_bias.detach() if teacher_head_bias is not None else None
-    return _ChunkedTokenKD.apply(
-        hs, student_head_weight, student_head_bias, ht, teacher_head_weight.detach(), bt,
-        w, kind, float(temperature), float(beta), int(chunk_size), torch.is_grad_enabled(),
-    )
+    teacher = _dense_teacher(ht, teacher_head_weight.detach(), bt, kind, float(beta), float(temperature))
+    return chunked_loss(hs, student_head_weight, student_head_bias, w, teacher, temperature, chunk_size)
 
 
 def _check_shapes(hs: Tensor, ws: Tensor, ht: Tensor, wt: Tensor) -> None:
