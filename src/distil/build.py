@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from distil.batch import split_batch
+from distil.cache.recipe import check_teacher_cache
 from distil.checkpoint import load_weights
 from distil.config import LossConfig, ModelConfig, Recipe, format_errors
 from distil.data import DATASETS, DataBundle
@@ -116,9 +117,11 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
     """Build what can be built cheaply (student, losses, teachers with weights) so that every
     recipe mistake surfaces before a single training step, and before the run folder is touched."""
     build_model(recipe.student, bundle, "student")
-    for i, term in enumerate(build_losses(recipe.losses).values()):
+    terms = build_losses(recipe.losses)
+    for i, term in enumerate(terms.values()):
         if not recipe.teachers and TEACHER_INPUTS & set(loss_inputs(term.loss)):
             raise ConfigError(f"losses[{i}]: {recipe.losses[i].name} learns from a teacher; add a `teacher:` section")
+    check_teacher_cache(recipe, bundle, terms)
     for i, teacher in enumerate(recipe.teachers):
         if teacher.checkpoint and not teacher.pretrained:
             build_model(teacher, bundle, "teacher" if len(recipe.teachers) == 1 else f"teacher[{i}]")

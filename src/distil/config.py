@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from distil.errors import ConfigError
 from distil.types import Fraction, NonNegative, Positive, PositiveInt
@@ -36,6 +36,26 @@ class ModelConfig(_Strict):
     checkpoint: str | None = Field(None, description="safetensors weights to load")
 
 
+class TeacherCacheConfig(_Strict):
+    """Train the student from stored teacher logits instead of running the teacher every step.
+
+    Shen & Xing, "A Fast Knowledge Distillation Framework for Visual Recognition", ECCV 2022: the
+    teacher runs once over `views` seeded pad-crop-flip views of every training image, and epoch e
+    replays one of them with its logits (`distil.cache`). Image data (C, H, W) and logit losses
+    only; the data set must not augment on its own (the views are the augmentation).
+    """
+
+    views: PositiveInt = Field(8, description="augmented views stored per training image; each epoch replays one")
+    padding: Annotated[int, Field(ge=0, le=127)] = Field(4, description="zero padding (pixels) before the random crop")
+    flip: bool = Field(True, description="mirror half of the views horizontally")
+    dtype: Literal["float16", "bfloat16", "float32"] = Field("float16", description="storage type of the logits")
+    batch_size: PositiveInt = Field(256, description="images per teacher forward while building the cache")
+    path: str | None = Field(
+        None, description="cache folder; default <output_dir>/teacher_cache (rebuilt when stale). "
+        "A stale cache at a given path is an error, never overwritten"
+    )
+
+
 class TeacherConfig(ModelConfig):
     pretrained: str | None = Field(None, description="a packaged pre-trained teacher, e.g. akamaster_resnet56")
     epochs: PositiveInt | None = Field(
@@ -45,6 +65,17 @@ class TeacherConfig(ModelConfig):
     data_params: dict[str, Any] = Field(
         default_factory=dict, description="data.params overrides for training the teacher (e.g. augmentation)"
     )
+    cache: TeacherCacheConfig | None = Field(
+        None, description="distil from cached teacher logits of augmented views (`cache: {}` or `cache: true` for defaults)"
+    )
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_switch(cls, value: Any) -> Any:
+        """`cache: true` means the default settings, `cache: false` none."""
+        if value is True:
+            return {}
+        return None if value is False else value
 
 
 class LossConfig(BaseModel):
@@ -158,14 +189,16 @@ def _path(loc: tuple[Any, ...]) -> str:
 def format_errors(error: ValidationError, prefix: str = "") -> str:
     """All problems in a ValidationError, one `field: problem` line each. For a field that accepts
     several forms (a teacher or a list of teachers), the "wrong form" complaints are dropped when a
-    more specific one exists."""
+    more specific one exists, or when a deeper field explains them (`teacher.cache.dtype`)."""
     found = []
     for err in error.errors():
         path = _path(err["loc"])
         path = f"{prefix}.{path}" if prefix and path else prefix or path
         found.append((path, err["type"] in WRONG_FORM, f"{path}: {_describe(err)}" if path else _describe(err)))
     specific = {_top(path) for path, wrong_form, _ in found if not wrong_form}
-    lines = [line for path, wrong_form, line in found if not (wrong_form and _top(path) in specific)]
+    deeper = {_top(path) for path, _, _ in found if path != _top(path)}
+    lines = [line for path, wrong_form, line in found
+             if not (wrong_form and (_top(path) in specific or (path == _top(path) and path in deeper)))]
     return "\n".join(dict.fromkeys(lines))
 
 

@@ -1,7 +1,8 @@
 """`distil run`: a recipe from teacher to evaluated student, resumable at every stage.
 
-Stages: (1) each teacher is loaded from its checkpoint or trained with hard labels, (2) the student
-is distilled, (3) the best student is evaluated on the test split against the teacher. Each stage
+Stages: (1) each teacher is loaded from its checkpoint or trained with hard labels (and, with
+`teacher.cache`, run once over stored augmented views of the training images), (2) the student is
+distilled, (3) the best student is evaluated on the test split against the teacher. Each stage
 writes into the run folder, so an interrupted run continues where it stopped with `--resume`.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from distil.build import build_data, build_distiller, build_losses, build_model, check_recipe
+from distil.cache.recipe import cached_teacher, cached_train_set
 from distil.checkpoint import atomic_write_text, load_weights
 from distil.config import LossConfig, Recipe, TeacherConfig, dump_recipe
 from distil.data import DataBundle
@@ -134,6 +136,8 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, pr
     check_recipe(recipe, bundle)
     out = prepare_output_dir(recipe, resume, overwrite)
     teachers = load_teachers(recipe, bundle, out, resume, progress)
+    if cached_teacher(recipe) is not None:  # steps read the teacher's logits; validation still runs it
+        bundle = replace(bundle, train=cached_train_set(recipe, teachers[0], bundle, out, progress))
     set_seed(recipe.seed)
     distiller = build_distiller(recipe, bundle, teachers)
     fit = make_trainer(recipe, distiller, bundle, progress, "distil").fit(resume=resume)

@@ -1,8 +1,9 @@
-"""A rich progress bar for training: epoch, step, live loss parts and throughput."""
+"""Rich progress bars: training (epoch, step, live loss parts, throughput) and one-off passes."""
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -61,3 +62,19 @@ class TrainProgress:
     def __exit__(self, *exc) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
+
+
+@contextmanager
+def pass_progress(description: str, total: int, enabled: bool = True,
+                  console: Console | None = None) -> Iterator[Callable[[int], None]]:
+    """A bar for one pass over `total` items (e.g. building a teacher cache); yields `advance(n)`.
+
+    Disabled, `advance` does nothing, so callers need no branches.
+    """
+    if not enabled:
+        yield lambda n: None
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console or Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.update(task, advance=n)

@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -41,6 +41,33 @@ from distil.teacher import FrozenTeacher, as_logits, call_model
 FORMAT, VERSION = "distil-vision-teacher-cache", 1
 FILE = "teacher_outputs.safetensors"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+class StaleCacheError(DistilError):
+    """A cache exists but does not belong to this teacher, data or settings.
+
+    `reason` says what differs without the library's fix, so callers with their own remedy (a
+    recipe: delete the folder or pick another path) can word the error themselves.
+    """
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """'num_views 8 -> 4' style lines for the identifying manifest fields that differ."""
+    out = []
+    for key, value in new.items():
+        was = old.get(key)
+        if was == value:
+            continue
+        if key == "teacher" and isinstance(was, dict):
+            out += [f"teacher {k} {was.get(k)} -> {v}" if k != "fingerprint" else "teacher weights"
+                    for k, v in value.items() if was.get(k) != v]
+        else:
+            out.append(f"{key} {was} -> {value}")
+    return out
 
 
 def _net(teacher: nn.Module) -> nn.Module:
@@ -142,14 +169,16 @@ def build_vision_cache(
     teacher: nn.Module, dataset: Dataset, path: str | os.PathLike, *, num_views: int = 8, seed: int = 0,
     augment: ViewAugment | None = None, dtype: str = "float16", batch_size: int = 256, num_workers: int = 0,
     device: torch.device | str | None = None, autocast: torch.dtype | None = None, overwrite: bool = False,
+    on_batch: Callable[[int], None] | None = None,
 ) -> VisionTeacherCache:
     """Run `teacher` (eval mode, no grad) over `num_views` views of every image and cache its logits.
 
     `dataset` yields un-augmented (image (C, H, W), label) pairs or {"inputs", "labels"} dicts, in
     a fixed order (turn the data set's own augmentation off). `autocast` (e.g. torch.bfloat16) runs
     the teacher in lower precision and is recorded, since it changes the outputs. An existing cache
-    with identical settings and data is reused; a different one raises `DistilError` unless
-    `overwrite=True`. Returns the opened cache.
+    with identical settings and data is reused; a different one raises `StaleCacheError` unless
+    `overwrite=True`. `on_batch(n)` is called after each batch of n images (a progress bar).
+    Returns the opened cache.
     """
     augment = augment or ViewAugment()
     if num_views < 1 or batch_size < 1:
@@ -161,14 +190,17 @@ def build_vision_cache(
     if (root / "manifest.json").is_file():
         old = json.loads((root / "manifest.json").read_text())
         if not overwrite:
-            if any(old.get(k) != v for k, v in settings.items()):
-                raise DistilError(
-                    f"{root} already holds a vision teacher cache for another teacher or settings; pass "
-                    "overwrite=True to replace it or choose another path")
+            changed = _changes(old, settings)
+            if changed:
+                reason = f"differs in {', '.join(changed)}"
+                raise StaleCacheError(
+                    f"{root} already holds a vision teacher cache for another teacher or settings ({reason}); "
+                    "pass overwrite=True to replace it or choose another path", reason)
             return VisionTeacherCache(root, dataset, teacher)  # refuses if the data differ
         (root / "manifest.json").unlink()  # first, so the old file stops counting as a cache
     root.mkdir(parents=True, exist_ok=True)
-    logits, views, data = _run_teacher(net, dataset, augment, num_views, seed, batch_size, num_workers, device, autocast)
+    logits, views, data = _run_teacher(net, dataset, augment, num_views, seed, batch_size, num_workers, device,
+                                       autocast, on_batch)
     _save_tensors(root / FILE, {"logits": logits.to(DTYPES[dtype]).contiguous(), "views": torch.from_numpy(views)})
     size = (root / FILE).stat().st_size
     manifest = settings | {
@@ -180,7 +212,7 @@ def build_vision_cache(
 
 
 @torch.no_grad()
-def _run_teacher(net, dataset, augment, num_views, seed, batch_size, num_workers, device, autocast):
+def _run_teacher(net, dataset, augment, num_views, seed, batch_size, num_workers, device, autocast, on_batch):
     """One pass over the data: fingerprint it and run the teacher on every view of every batch."""
     device = torch.device(device) if device is not None else next(net.parameters()).device
     n = len(dataset)
@@ -201,6 +233,8 @@ def _run_teacher(net, dataset, augment, num_views, seed, batch_size, num_workers
                     logits = torch.empty(n, num_views, out.shape[-1], dtype=torch.float32)
                 logits[start:start + b, v] = out.cpu()
             start += b
+            if on_batch is not None:
+                on_batch(b)
     finally:
         net.train(was_training)
     if start != n or logits is None:
@@ -219,7 +253,7 @@ class VisionTeacherCache(Dataset):
 
     Opening verifies the manifest against `teacher` (always), the data (a pass over it unless its
     `data_fingerprint` is given) and, when given, `num_views` and `augment`; any mismatch raises
-    `DistilError`.
+    `StaleCacheError` (a `DistilError`).
     """
 
     def __init__(self, path: str | os.PathLike, dataset: Dataset, teacher: nn.Module, *,
@@ -228,13 +262,12 @@ class VisionTeacherCache(Dataset):
         self.path, self.dataset = Path(path), dataset
         self.manifest = m = self._read_manifest()
         if teacher_fingerprint(teacher) != m["teacher"]["fingerprint"]:
-            raise DistilError(f"vision cache {self.path} was built from another teacher (or other weights of it, "
-                              f"{m['teacher']['class']}): rebuild it with build_vision_cache(..., overwrite=True)")
+            self._stale(f"was built from another teacher (or other weights of it, {m['teacher']['class']})",
+                        "rebuild it with build_vision_cache(..., overwrite=True)")
         if num_views is not None and num_views != m["num_views"]:
-            raise DistilError(f"vision cache {self.path} holds {m['num_views']} views per sample, not {num_views}")
+            self._stale(f"holds {m['num_views']} views per sample, not {num_views}")
         if augment is not None and augment.describe() != m["augmentation"]:
-            raise DistilError(f"vision cache {self.path} was built with augmentation {m['augmentation']}, "
-                              f"not {augment.describe()}")
+            self._stale(f"was built with augmentation {m['augmentation']}, not {augment.describe()}")
         self._check_data(data_fingerprint)
         tensors = load_file(str(self.path / m["file"]))
         self.logits, self.views = tensors["logits"], tensors["views"]  # (N, K, C), (N, K, 3)
@@ -249,6 +282,9 @@ class VisionTeacherCache(Dataset):
         self._table: dict[str, tuple[int, Tensor]] = {}
         self.set_epoch(0)
 
+    def _stale(self, reason: str, fix: str = "") -> None:
+        raise StaleCacheError(f"vision cache {self.path} {reason}" + (f": {fix}" if fix else ""), reason)
+
     def _read_manifest(self) -> dict[str, Any]:
         file = self.path / "manifest.json"
         if not file.is_file():
@@ -256,23 +292,22 @@ class VisionTeacherCache(Dataset):
                               "build it with build_vision_cache")
         m = json.loads(file.read_text())
         if m.get("format") != FORMAT or m.get("version") != VERSION:
-            raise DistilError(f"{file} is not a {FORMAT} v{VERSION} manifest")
+            raise StaleCacheError(f"{file} is not a {FORMAT} v{VERSION} manifest", f"is not a {FORMAT} v{VERSION} cache")
         data = self.path / m["file"]
         if not data.is_file() or data.stat().st_size != m["file_bytes"] or _sha256_file(data) != m["file_sha256"]:
-            raise DistilError(f"vision cache {self.path}: {m['file']} is missing or was modified; rebuild the cache")
+            raise StaleCacheError(f"vision cache {self.path}: {m['file']} is missing or was modified; rebuild the cache",
+                                  f"has a missing or modified {m['file']}")
         return m
 
     def _check_data(self, fingerprint: str | None) -> None:
         want = self.manifest["data"]
         if len(self.dataset) != want["num_samples"]:
-            raise DistilError(f"vision cache {self.path} was built for {want['num_samples']} samples, "
-                              f"the data set has {len(self.dataset)}")
+            self._stale(f"was built for {want['num_samples']} samples, the data set has {len(self.dataset)}")
         fingerprint = fingerprint or dataset_fingerprint(self.dataset)["fingerprint"]
         if fingerprint != want["fingerprint"]:
-            raise DistilError(
-                f"vision cache {self.path} was built for different data (fingerprint {want['fingerprint'][:12]}); "
-                "pass the same un-augmented images and labels in the same order (is the data set "
-                "augmenting on its own?), or rebuild it")
+            self._stale(f"was built for different data (fingerprint {want['fingerprint'][:12]})",
+                        "pass the same un-augmented images and labels in the same order (is the data set "
+                        "augmenting on its own?), or rebuild it")
 
     def __len__(self) -> int:
         return self.manifest["data"]["num_samples"]

@@ -1,0 +1,145 @@
+"""`teacher.cache` in a recipe: what must hold before training, and the data set a run trains from.
+
+The vision cache (`distil.cache.vision`) stores the teacher's logits for K replayable pad-crop-flip
+views of every training image, so distillation steps never run the teacher. That is only sound
+when nothing else needs the live teacher during a step (logit losses only, no layer taps) and the
+data set gives the plain images (the stored views are the augmentation). Both are checked before
+any training, one line naming the field. Validation and the final evaluation still run the live
+teacher, so fidelity rows mean what they always mean.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from distil.batch import split_batch
+from distil.cache.views import ViewAugment
+from distil.cache.vision import StaleCacheError, VisionTeacherCache, build_vision_cache
+from distil.config import Recipe, TeacherCacheConfig
+from distil.data import DATASETS, DataBundle
+from distil.distiller import Term, loss_inputs
+from distil.errors import ConfigError
+from distil.progress import pass_progress
+
+# Data-set options that make the training split augment itself, and the value that turns each off.
+AUGMENTATION_OFF: dict[str, Any] = {"augment": False, "jitter": 0}
+LIVE_TEACHER_INPUTS = {"teacher_features", "teacher"}  # loss inputs a logit cache cannot supply
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cached_teacher(recipe: Recipe) -> TeacherCacheConfig | None:
+    """The cache settings of the recipe's (single) teacher, if it asks for one."""
+    teachers = recipe.teachers
+    return teachers[0].cache if len(teachers) == 1 else None
+
+
+def check_teacher_cache(recipe: Recipe, bundle: DataBundle, terms: dict[str, Term]) -> None:
+    """Refuse, before any training, recipes whose `teacher.cache` could not give the right targets."""
+    cached = [i for i, t in enumerate(recipe.teachers) if t.cache is not None]
+    if not cached:
+        return
+    if isinstance(recipe.teacher, list):
+        raise ConfigError(f"teacher[{cached[0]}].cache: only a single teacher can be cached; "
+                          "use one teacher or remove cache")
+    if len(bundle.input_shape) != 3:
+        raise ConfigError(f"teacher.cache: needs images, inputs of shape (C, H, W); data set {recipe.data.name!r} "
+                          f"gives inputs of shape {tuple(bundle.input_shape)}")
+    for i, (cfg, term) in enumerate(zip(recipe.losses, terms.values())):
+        live = LIVE_TEACHER_INPUTS & set(loss_inputs(term.loss))
+        if cfg.teacher_layers or live:
+            what = "layers" if cfg.teacher_layers or "teacher_features" in live else "model"
+            raise ConfigError(f"losses[{i}]: {cfg.name} needs the teacher's {what}, but teacher.cache stores only "
+                              "its logits; remove teacher.cache or this loss")
+    _check_plain_images(recipe, bundle.train)
+
+
+def _check_plain_images(recipe: Recipe, train: Dataset) -> None:
+    """The data set must not augment on its own: the cached logits belong to the stored views."""
+    params = inspect.signature(DATASETS.get(recipe.data.name)).parameters
+    for name, off in AUGMENTATION_OFF.items():
+        if name in params and recipe.data.params.get(name, params[name].default) != off:
+            raise ConfigError(
+                f"data.params.{name}: the training images must be plain, teacher.cache makes the augmented views "
+                f"itself; set {name}: {json.dumps(off)} (teacher.data_params may keep it for training the teacher)")
+    if getattr(train, "augment", False) or hasattr(train, "set_epoch"):
+        raise ConfigError(f"data: {recipe.data.name!r} augments its training images itself, but teacher.cache "
+                          "needs them plain (its stored views are the augmentation)")
+
+
+class PlainPixels(Dataset):
+    """A normalising image data set mapped back to pixel values, so that the cache pads with black
+    before normalising, as torchvision's pad-crop pipeline does, rather than with the mean colour."""
+
+    def __init__(self, dataset: Dataset, mean: Tensor, std: Tensor):
+        self.dataset = dataset
+        self.mean, self.std = mean.reshape(-1, 1, 1), std.reshape(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Any]:
+        item = split_batch(self.dataset[i])
+        return item["inputs"] * self.std + self.mean, item["labels"]  # (C, H, W)
+
+
+def _source(train: Dataset, cfg: TeacherCacheConfig) -> tuple[Dataset, ViewAugment]:
+    """The images the cache crops and how: data sets that normalise expose `mean` and `std`."""
+    mean, std = getattr(train, "mean", None), getattr(train, "std", None)
+    if isinstance(mean, Tensor) and isinstance(std, Tensor):
+        stats = tuple(mean.flatten().tolist()), tuple(std.flatten().tolist())
+        return PlainPixels(train, mean, std), ViewAugment(cfg.padding, cfg.flip, *stats)
+    return train, ViewAugment(cfg.padding, cfg.flip)
+
+
+def _autocast(recipe: Recipe, device: torch.device) -> torch.dtype | None:
+    """The precision the live teacher would run at in the Trainer (its `mixed_precision`)."""
+    precision = recipe.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "no"
+    return AUTOCAST.get(precision)
+
+
+def cached_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out: Path,
+                     progress: bool) -> VisionTeacherCache:
+    """Build (or reuse) the teacher cache over the training split and open it as the training set.
+
+    The default folder, `<output_dir>/teacher_cache`, belongs to this run: a stale cache there is
+    rebuilt. A cache at a path the recipe names may be shared, so a stale one is an error. Under
+    `accelerate launch` the main process builds and the others then open what it wrote.
+    """
+    cfg = cached_teacher(recipe)
+    own = cfg.path is None
+    path = out / "teacher_cache" if own else Path(cfg.path)
+    images, augment = _source(bundle.train, cfg)
+    state = PartialState(cpu=recipe.cpu)
+    device = state.device
+
+    def build(overwrite: bool) -> VisionTeacherCache:
+        show = progress and state.is_main_process and (overwrite or not (path / "manifest.json").is_file())
+        with pass_progress(f"teacher cache ({cfg.views} views)", len(images), enabled=show) as advance:
+            return build_vision_cache(
+                teacher, images, path, num_views=cfg.views, seed=recipe.seed, augment=augment, dtype=cfg.dtype,
+                batch_size=cfg.batch_size, num_workers=recipe.data.num_workers, device=device,
+                autocast=_autocast(recipe, device), overwrite=overwrite, on_batch=advance)
+
+    teacher.to(device)
+    try:
+        with state.main_process_first() if state.num_processes > 1 else nullcontext():
+            try:
+                return build(overwrite=False)
+            except StaleCacheError as e:
+                if not own:
+                    raise ConfigError(f"teacher.cache.path: the cache in {path} {e.reason}; delete that folder to "
+                                      "rebuild it, or set another teacher.cache.path") from None
+                return build(overwrite=True)
+    finally:
+        teacher.cpu()  # the Trainer moves it with the Distiller; the probes before that run on the CPU
