@@ -62,6 +62,13 @@ def test_lm_token_kd(tmp_path):
     assert 6 * 64 + 4 <= cache["bytes_per_token"] < 6 * 64 + 4 + 16 and cache["dense_bytes_per_token"] == 2 * 512
 
 
+def test_kd_loss(tmp_path):
+    data = load("kd_loss").main(["--smoke", "--out", str(tmp_path), "--batch-sizes", "8", "--classes", "5", "11"])
+    assert_all_ran(data)
+    assert len(data["rows"]) == 4 and all(r["check"] == "same loss and gradient" for r in data["rows"])
+    assert all(r["us_per_step"] > 0 for r in data["rows"])
+
+
 def test_search_max_doubles_then_bisects():
     search_max = load("lm_token_kd").search_max
     probes = []
@@ -114,7 +121,7 @@ def test_report_and_install_deps(tmp_path, capsys):
     assert load("install_deps").main(str(tmp_path / "none"), str(tmp_path / "deps")) == 1
 
 
-@pytest.mark.parametrize("script", ["vision_kd_step", "lm_token_kd", "cached_teacher", "cpu_demo"])
+@pytest.mark.parametrize("script", ["vision_kd_step", "lm_token_kd", "cached_teacher", "cpu_demo", "kd_loss"])
 def test_help_runs(script, capsys):
     with pytest.raises(SystemExit) as exit_info:
         load(script).main(["--help"])
