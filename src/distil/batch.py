@@ -7,9 +7,10 @@ A batch is `(inputs, labels[, sample_weight])`, bare inputs, or a dict of model 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
+from torch.utils.data import TensorDataset
 
 RESERVED_KEYS = ("labels", "sample_weight", "indices", "teacher_logits")
 
@@ -52,3 +53,39 @@ def repeat_sample(inputs: Any, n: int) -> Any:
     if isinstance(inputs, dict):
         return {k: repeat_sample(v, n) for k, v in inputs.items()}
     return inputs
+
+
+def in_memory_columns(dataset: Any) -> list[torch.Tensor] | dict[str, torch.Tensor] | None:
+    """The tensors behind a data set whose items are plain rows of them, else None."""
+    if isinstance(dataset, TensorDataset):
+        return list(dataset.tensors)
+    columns = getattr(dataset, "columns", None)
+    if isinstance(columns, dict) and columns and all(isinstance(v, torch.Tensor) for v in columns.values()):
+        return columns
+    return None
+
+
+Gather = Callable[[torch.Tensor], Any]
+
+
+def batch_gatherer(dataset: Any, device: torch.device | None = None) -> tuple[Gather, torch.device | None] | None:
+    """(index tensor -> whole batch, the device indices must be on), for data sets held in memory, else None.
+
+    Plain rows of tensors (a `TensorDataset`, a data set of named `columns`) are gathered directly,
+    as lists or dicts like DataLoader's collate. A data set with its own `batch_gatherer(device)`
+    method (a teacher cache that replays augmented views) is asked; it returns None when it cannot.
+    With `device`, the tensors move there once, not per batch.
+    """
+    own = getattr(dataset, "batch_gatherer", None)
+    if callable(own):
+        gather = own(device)
+        return None if gather is None else (gather, device)
+    columns = in_memory_columns(dataset)
+    if columns is None:
+        return None
+    move = (lambda t: t.to(device)) if device is not None else (lambda t: t)
+    if isinstance(columns, dict):
+        columns = {k: move(v) for k, v in columns.items()}
+        return (lambda index: {k: v[index] for k, v in columns.items()}), device
+    columns = [move(t) for t in columns]
+    return (lambda index: [t[index] for t in columns]), device

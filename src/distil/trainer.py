@@ -18,12 +18,12 @@ from typing import Any, Iterable, Iterator
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from distil import checkpoint as ckpt
 from distil.config import TrainConfig
 from distil.data.base import check_label_range
-from distil.batch import split_batch, to_device
+from distil.batch import Gather, batch_gatherer, split_batch, to_device
 from distil.distiller import Distiller
 from distil.errors import NonFiniteLossError
 from distil.evaluate import evaluate_model
@@ -53,36 +53,24 @@ class EpochBatchSampler(Sampler[list[int]]):
 class TensorBatches:
     """Batches of an in-memory data set by direct indexing: one gather per tensor per batch instead
     of DataLoader's per-sample fetch and collate, from tensors that can live on the GPU (no
-    host-to-device copy per step). Yields exactly what a DataLoader over the same batches would:
-    lists for a `TensorDataset`, dicts for a data set of named `columns` (text)."""
+    host-to-device copy per step). Yields exactly what a DataLoader over the same batches would.
+    See `distil.batch.batch_gatherer` for the data sets this applies to."""
 
-    def __init__(self, dataset: Dataset, batches: Iterable[list[int]], device: torch.device | None = None):
-        self.dataset, self.batches = dataset, batches
-        columns = in_memory_columns(dataset)
-        move = (lambda t: t.to(device)) if device is not None else (lambda t: t)
-        self.columns = {k: move(v) for k, v in columns.items()} if isinstance(columns, dict) else [move(t) for t in columns]
+    def __init__(self, dataset: Dataset, batches: Iterable[list[int]], gather: Gather, index_device: torch.device | None):
+        self.dataset, self.batches, self.gather, self.index_device = dataset, batches, gather, index_device
+
+    @classmethod
+    def of(cls, dataset: Dataset, batches: Iterable[list[int]], device: torch.device | None = None) -> TensorBatches | None:
+        """Direct batches of `dataset` (its tensors moved to `device` once), or None if it is not in memory."""
+        found = batch_gatherer(dataset, device)
+        return None if found is None else cls(dataset, batches, *found)
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[Any]:
         for idx in self.batches:
-            if isinstance(self.columns, dict):
-                index = torch.as_tensor(idx, device=next(iter(self.columns.values())).device)
-                yield {k: v[index] for k, v in self.columns.items()}
-            else:
-                index = torch.as_tensor(idx, device=self.columns[0].device)
-                yield [t[index] for t in self.columns]
-
-
-def in_memory_columns(dataset: Dataset) -> list[torch.Tensor] | dict[str, torch.Tensor] | None:
-    """The tensors behind a data set whose items are plain rows of them, else None."""
-    if isinstance(dataset, TensorDataset):
-        return list(dataset.tensors)
-    columns = getattr(dataset, "columns", None)
-    if isinstance(columns, dict) and columns and all(isinstance(v, torch.Tensor) for v in columns.values()):
-        return columns
-    return None
+            yield self.gather(torch.as_tensor(idx, device=self.index_device))
 
 
 def _in_order(size: int, batch_size: int) -> list[list[int]]:
@@ -147,20 +135,18 @@ class Trainer:
         eval_size = eval_batch_size or batch_size * 4
         fast = num_workers == 0 and self.accelerator.num_processes == 1
         device = self.accelerator.device if self.accelerator.device.type != "cpu" else None
-        if fast and in_memory_columns(train_set) is not None:
-            self.train_loader = TensorBatches(train_set, self.sampler, device)
-        else:
+        self.train_loader = TensorBatches.of(train_set, self.sampler, device) if fast else None
+        if self.train_loader is None:
             # Loaders get their own generators: DataLoader draws a seed from it for every iterator,
             # which would otherwise consume the global RNG (dropout's) and break exact resume.
             self.train_loader = DataLoader(
                 train_set, batch_sampler=self.sampler, num_workers=num_workers,
                 generator=torch.Generator().manual_seed(config.seed), pin_memory=device is not None,
             )
-        if val_set is None:
-            self.val_loader = None
-        elif fast and in_memory_columns(val_set) is not None:
-            self.val_loader = TensorBatches(val_set, _in_order(len(val_set), eval_size), device)
-        else:
+        self.val_loader = None
+        if val_set is not None and fast:
+            self.val_loader = TensorBatches.of(val_set, _in_order(len(val_set), eval_size), device)
+        if val_set is not None and self.val_loader is None:
             self.val_loader = DataLoader(val_set, batch_size=eval_size, num_workers=num_workers, generator=torch.Generator())
 
     # ----- set-up -----

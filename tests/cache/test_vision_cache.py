@@ -84,6 +84,24 @@ def test_batched_path_matches_items(tmp_path, teacher, data):
     assert torch.equal(logits, torch.stack([cache[int(i)]["teacher_logits"] for i in idx]))
 
 
+def test_trainer_batches_an_in_memory_cache_like_the_dataloader_would(tmp_path, teacher, data):
+    """The Trainer's direct path (no per-sample calls) yields exactly the DataLoader's batches, every epoch."""
+    from distil.trainer import EpochBatchSampler, TensorBatches
+
+    cache = build_vision_cache(teacher, data, tmp_path, num_views=K)
+    sampler = EpochBatchSampler(N, 4, seed=3)
+    fast = TensorBatches.of(cache, sampler)
+    assert fast is not None
+    for epoch in (0, 1):
+        sampler.epoch = epoch
+        cache.set_epoch(epoch)
+        slow = list(DataLoader(cache, batch_sampler=sampler))
+        for a, b in zip(list(fast), slow, strict=True):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    not_in_memory = VisionTeacherCache(tmp_path, [data[i] for i in range(N)], teacher)
+    assert TensorBatches.of(not_in_memory, sampler) is None  # falls back to a DataLoader
+
+
 def test_distiller_uses_cached_logits_without_a_teacher(tmp_path, teacher, data):
     cache = build_vision_cache(teacher, data, tmp_path, num_views=K)
     torch.manual_seed(0)

@@ -173,7 +173,7 @@ def test_named_columns_are_batched_like_the_dataloader_would():
     data = TextDataset({"input_ids": torch.arange(40).reshape(10, 4), "attention_mask": torch.ones(10, 4)},
                        labels=torch.arange(10) % 2)
     sampler = EpochBatchSampler(len(data), 3, seed=1)
-    fast = list(TensorBatches(data, sampler))
+    fast = list(TensorBatches.of(data, sampler))
     slow = list(torch.utils.data.DataLoader(data, batch_sampler=sampler))
     assert len(fast) == len(slow) == 4
     for a, b in zip(fast, slow):

@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from distil.batch import in_memory_columns
 from distil.cache.views import ViewAugment, view_table
 from distil.checkpoint import atomic_write_text
 from distil.errors import DistilError
@@ -335,6 +336,21 @@ class VisionTeacherCache(Dataset):
         v = int(self._views_now[i])
         x = self.augment.apply(torch.as_tensor(x).float()[None], self.views[i, v][None])[0]  # (C, H, W)
         return {"inputs": x, "labels": y, "teacher_logits": self.logits[i, v].float()}
+
+    def batch_gatherer(self, device: torch.device | None = None) -> Callable[[Tensor], dict[str, Tensor]] | None:
+        """index tensor (B,) -> the batch `self[i]` would collate to, made by `batch` in one go, when the
+        images are held in memory (a TensorDataset; moved to `device` once). None otherwise. The
+        Trainer uses it instead of a DataLoader, so cached steps need no per-sample work."""
+        columns = in_memory_columns(self.dataset)
+        if not isinstance(columns, list) or len(columns) < 2:
+            return None
+        images, labels = ((t.to(device) for t in columns[:2]) if device is not None else columns[:2])
+
+        def gather(indices: Tensor) -> dict[str, Tensor]:
+            inputs, teacher_logits = self.batch(images[indices], indices)
+            return {"inputs": inputs, "labels": labels[indices], "teacher_logits": teacher_logits}
+
+        return gather
 
     def batch(self, images: Tensor, indices: Tensor, epoch: int | None = None) -> tuple[Tensor, Tensor]:
         """Views and teacher logits for a batch of un-augmented images on any device.
