@@ -155,3 +155,43 @@ def test_random_flip_is_fair():
     x = torch.arange(4.0).reshape(1, 1, 4).expand(1, 4, 4).contiguous()
     flips = sum(bool(random_crop_flip(x, g, padding=0)[0, 0, 0] == 3.0) for _ in range(4000))
     assert abs(flips / 4000 - 0.5) < 0.03  # p = 1/2 (a draw over 0..8 taken mod 2 gave 4/9)
+
+
+def test_batched_path_equals_items_without_augmentation(tmp_path):
+    bundle = cifar_npz(write_npz(tmp_path / "d.npz"), val_fraction=0.5, with_indices=True)
+    for split in (bundle.val, bundle.test):
+        gather = split.batch_gatherer()
+        index = torch.tensor([3, 0, 3, len(split) - 1])
+        got = gather(index)
+        want = next(iter(DataLoader(torch.utils.data.Subset(split, index.tolist()), batch_size=4)))
+        assert isinstance(got, list) and torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_batched_augmentation_is_a_fresh_seeded_crop_per_epoch(tmp_path):
+    x_train = np.random.default_rng(3).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    train = cifar_npz(write_npz(tmp_path / "d.npz", n_train=6, x_train=x_train), val_fraction=0,
+                      normalize="cifar10", with_indices=True).train
+    index = torch.arange(6)
+
+    def epoch(e, data=train):
+        data.set_epoch(e)
+        return data.batch_gatherer()(index)
+
+    first = epoch(0)
+    assert set(first) == {"inputs", "labels", "indices"} and torch.equal(first["indices"], index)
+    for i in range(6):  # every output is one of the 162 pad-crop(-flip) windows of its own image
+        padded = torch.nn.functional.pad(torch.from_numpy(x_train[i]).permute(2, 0, 1).float() / 255, (4, 4, 4, 4))
+        windows = [padded[:, a:a + 32, b:b + 32] for a in range(9) for b in range(9)]
+        image = denormalise(first["inputs"][i], "cifar10")
+        assert any(torch.allclose(image, w, atol=1e-5) for w in windows + [w.flip(-1) for w in windows])
+    again = cifar_npz(tmp_path / "d.npz", val_fraction=0, normalize="cifar10", with_indices=True).train
+    assert torch.equal(epoch(0, again)["inputs"], first["inputs"])  # a function of (seed, epoch) only
+    assert not torch.equal(epoch(1)["inputs"], first["inputs"])
+
+
+def test_trainer_uses_the_batched_path_for_cifar(tmp_path):
+    from distil.trainer import EpochBatchSampler, TensorBatches
+
+    train = cifar_npz(write_npz(tmp_path / "d.npz"), val_fraction=0).train
+    batches = TensorBatches.of(train, EpochBatchSampler(len(train), 8, seed=0))
+    assert batches is not None and [b[0].shape[0] for b in batches] == [8, 8, 4]

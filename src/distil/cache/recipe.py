@@ -70,7 +70,8 @@ def _check_plain_images(recipe: Recipe, train: Dataset) -> None:
             raise ConfigError(
                 f"data.params.{name}: the training images must be plain, teacher.cache makes the augmented views "
                 f"itself; set {name}: {json.dumps(off)} (teacher.data_params may keep it for training the teacher)")
-    if getattr(train, "augment", False) or hasattr(train, "set_epoch"):
+    augments = getattr(train, "augment", None)  # data sets that say so; else per-epoch hooks suggest it
+    if augments or (augments is None and hasattr(train, "set_epoch")):
         raise ConfigError(f"data: {recipe.data.name!r} augments its training images itself, but teacher.cache "
                           "needs them plain (its stored views are the augmentation)")
 

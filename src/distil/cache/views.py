@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-_PARAMS_SALT, _EPOCH_SALT = 0x5EED_F00D, 0xE90C_4A11
+_PARAMS_SALT, _EPOCH_SALT, _FRESH_SALT = 0x5EED_F00D, 0xE90C_4A11, 0xF2E5_0C0B
 _MASK = (1 << 64) - 1
 
 
@@ -53,7 +53,20 @@ def view_params(seed: int, indices: Sequence[int] | np.ndarray, num_views: int, 
     if num_views < 1:
         raise ValueError(f"num_views: must be >= 1, got {num_views}")
     idx = np.asarray(indices, dtype=np.int64).reshape(-1, 1)  # (n, 1)
-    h = _hash(_PARAMS_SALT, seed, idx, np.arange(num_views)[None, :])  # (n, K)
+    return _crop_flip_params(_hash(_PARAMS_SALT, seed, idx, np.arange(num_views)[None, :]), padding, flip)  # (n, K, 3)
+
+
+def epoch_params(seed: int, epoch: int, size: int, padding: int, flip: bool) -> np.ndarray:
+    """(size, 3) uint8 (top, left, flipped) of a fresh crop for every sample at `epoch`.
+
+    For augmenting on the device without a cache: a function of (seed, epoch, sample) only, so a
+    resumed run draws exactly what an uninterrupted one would, whatever the batch order.
+    """
+    return _crop_flip_params(_hash(_FRESH_SALT, seed, epoch, np.arange(size)), padding, flip)
+
+
+def _crop_flip_params(h: np.ndarray, padding: int, flip: bool) -> np.ndarray:
+    """Hashes (...) -> (..., 3) uint8: top, left uniform in [0, 2 * padding], flipped with p = 1/2."""
     span = np.uint64(2 * padding + 1)
     top = h % span
     left = (h >> np.uint64(20)) % span
@@ -77,9 +90,11 @@ def crop_flip(images: Tensor, params: Tensor, padding: int) -> Tensor:
     """Zero-pad by `padding`, crop the original size at (top, left), mirror where flipped.
 
     images: (B, C, H, W); params: (B, 3) integers (top, left, flipped). Pure indexing (no
-    arithmetic on pixel values), so the result is bit-identical on every device.
+    arithmetic on pixel values), so the result is bit-identical on every device: one `gather` of
+    each output pixel's flat position in its padded image (several times faster than advanced
+    indexing on a CPU).
     """
-    b, _, h, w = images.shape
+    b, c, h, w = images.shape
     padded = F.pad(images, (padding, padding, padding, padding))  # (B, C, H + 2p, W + 2p)
     p = params.to(device=images.device, dtype=torch.long)
     top, left, flipped = p[:, 0], p[:, 1], p[:, 2].bool()
@@ -87,9 +102,9 @@ def crop_flip(images: Tensor, params: Tensor, padding: int) -> Tensor:
     xs = torch.arange(w, device=images.device)
     rows = top[:, None] + ys  # (B, H)
     cols = left[:, None] + torch.where(flipped[:, None], w - 1 - xs, xs)  # (B, W)
-    batch = torch.arange(b, device=images.device)[:, None, None]
-    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C): advanced dims first
-    return out.permute(0, 3, 1, 2).contiguous()
+    flat = rows[:, :, None] * padded.shape[-1] + cols[:, None, :]  # (B, H, W) positions in the padded image
+    index = flat.reshape(b, 1, h * w).expand(b, c, h * w)
+    return padded.reshape(b, c, -1).gather(2, index).reshape(b, c, h, w)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,11 @@
 Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", tech. report, 2009.
 Training images get the standard augmentation of He et al. (CVPR 2016, sec. 4.2) used by every
 CIFAR distillation benchmark: zero-pad 4 pixels, take a random 32x32 crop, flip horizontally with
-probability 1/2. It runs on tensors (no torchvision) with an explicit, seeded generator.
+probability 1/2. It runs on tensors (no torchvision), seeded.
+
+Two ways to read a split: per sample (a DataLoader, with workers) or, when the Trainer can, whole
+batches from images decoded once and kept on the GPU, augmented there (`batch_gatherer`): at
+50k images of 3 KB that is cheaper than decoding and copying every image every epoch.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pydantic import Field
 from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
+from distil.cache.views import crop_flip, epoch_params
 from distil.data.base import DATASETS, DataBundle
 from distil.errors import DistilError
 from distil.types import PositiveInt, validated
@@ -30,6 +35,7 @@ STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # what torchvision-era CIFAR models (akamaster) expect
 }
 Normalize = Literal["auto", "cifar10", "cifar100", "imagenet", "train"]
+PADDING = 4
 ValFraction = Annotated[float, Field(ge=0, lt=1)]
 
 
@@ -50,7 +56,14 @@ class JpegImages:
             return np.asarray(img.convert("RGB"))
 
 
-def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
+def decoded(images: Any, rows: np.ndarray) -> np.ndarray:
+    """(n, 32, 32, 3) uint8 of the given rows, decoding JPEGs once."""
+    if isinstance(images, JpegImages):
+        return np.stack([images[int(r)] for r in rows]) if len(rows) else np.zeros((0, 32, 32, 3), np.uint8)
+    return np.asarray(images[rows])
+
+
+def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = PADDING) -> Tensor:
     """Zero-pad by `padding`, crop back to the original size at a random offset, flip with p = 1/2.
 
     x: (C, H, W) in [0, 1], before normalisation (so the padding is black, as in torchvision).
@@ -78,6 +91,7 @@ class CifarImages(Dataset):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self.augment, self.with_indices = augment, with_indices
+        self.seed, self.epoch = seed, 0
         self.generator = torch.Generator().manual_seed(seed)
         self._worker_seed: int | None = None
 
@@ -90,6 +104,38 @@ class CifarImages(Dataset):
             self.generator = torch.Generator().manual_seed(info.seed)
             self._worker_seed = info.seed
         return self.generator
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose crops `batch_gatherer` draws (the per-sample path uses its generator)."""
+        self.epoch = int(epoch)
+
+    def batch_gatherer(self, device: torch.device | None = None):
+        """index tensor (B,) -> the batch a DataLoader would collate, made on `device` in one go.
+
+        The split's images are decoded once and kept (uint8) on `device`; crops and flips come from
+        `epoch_params(seed, epoch, sample)`, one host-to-device copy per epoch. Same augmentation
+        as the per-sample path, drawn from another (stateless) stream, so the two paths see
+        different crops. Used by the Trainer without DataLoader workers.
+        """
+        images = torch.from_numpy(decoded(self.images, self.indices)).permute(0, 3, 1, 2)  # (N, 3, 32, 32)
+        labels = torch.as_tensor(self.labels[self.indices], dtype=torch.long)
+        images, labels = images.to(device), labels.to(device)
+        mean, std = self.mean[None].to(device), self.std[None].to(device)
+        crops: dict[str, Any] = {"epoch": None}
+
+        def gather(index: Tensor):
+            x = images[index].float().div_(255)  # (B, 3, 32, 32)
+            if self.augment:
+                if crops["epoch"] != self.epoch:
+                    table = epoch_params(self.seed, self.epoch, len(self), PADDING, flip=True)
+                    crops.update(epoch=self.epoch, params=torch.from_numpy(table).to(images.device))
+                x = crop_flip(x, crops["params"][index], PADDING)
+            x = (x - mean) / std
+            if self.with_indices:
+                return {"inputs": x, "labels": labels[index], "indices": index}
+            return [x, labels[index]]
+
+        return gather
 
     def __getitem__(self, i: int):
         row = int(self.indices[i])
