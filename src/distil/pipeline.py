@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from accelerate import PartialState
 from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
@@ -28,7 +29,7 @@ from distil.distiller import Distiller
 from distil.errors import ConfigError
 from distil.batch import first_sample, split_batch
 from distil.evaluate import cost_metrics, evaluate_model
-from distil.trainer import FitResult, Trainer
+from distil.trainer import FitResult, Trainer, on_cpu
 
 RESUMABLE_CHANGES = {"epochs", "early_stopping_patience"}
 
@@ -88,7 +89,9 @@ def train_teacher(recipe: Recipe, cfg: TeacherConfig, bundle: DataBundle, out: P
         bundle = build_data(stage.model_copy(update={"data": data}))
     trainer = make_trainer(stage, Distiller(model, None, build_losses(_hard_loss(recipe))), bundle, progress, "teacher")
     fit = trainer.fit(resume=resume)
-    atomic_write_text(out / "done.json", json.dumps({"best_metric": fit.best_metric, "best_epoch": fit.best_epoch}))
+    if trainer.accelerator.is_main_process:
+        atomic_write_text(out / "done.json", json.dumps({"best_metric": fit.best_metric, "best_epoch": fit.best_epoch}))
+    trainer.accelerator.wait_for_everyone()
     return load_weights(model, best)
 
 
@@ -132,9 +135,15 @@ def evaluate_split(model: nn.Module, bundle: DataBundle, task: str, teacher: nn.
 
 
 def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, progress: bool = True) -> RunResult:
+    """The whole run. Under torchrun / accelerate launch every process calls this: the main one
+    prepares the folder and evaluates at the end (the others return empty metrics); training is shared."""
     bundle = build_data(recipe)
     check_recipe(recipe, bundle)
-    out = prepare_output_dir(recipe, resume, overwrite)
+    state = PartialState(cpu=on_cpu(recipe))
+    if state.is_main_process:
+        prepare_output_dir(recipe, resume, overwrite)
+    state.wait_for_everyone()
+    out = Path(recipe.output_dir)
     teachers = load_teachers(recipe, bundle, out, resume, progress)
     if cached_teacher(recipe) is not None:  # steps read the teacher's logits; validation still runs it
         bundle = replace(bundle, train=cached_train_set(recipe, teachers[0], bundle, out, progress))
@@ -143,6 +152,8 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, pr
     fit = make_trainer(recipe, distiller, bundle, progress, "distil").fit(resume=resume)
     student = load_weights(distiller.student.cpu(), out / "best" / "student.safetensors")
     distiller.close()
+    if not state.is_main_process:
+        return RunResult(out, fit, {}, student)
     teacher = distiller.teacher.cpu() if distiller.teacher is not None else None
     metrics = {"teacher": evaluate_split(teacher, bundle, recipe.task, teacher)} if teacher is not None else {}
     metrics["distilled"] = evaluate_split(student, bundle, recipe.task, teacher)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,14 @@ class TensorBatches:
             yield self.gather(torch.as_tensor(idx, device=self.index_device))
 
 
+def on_cpu(config: TrainConfig) -> bool:
+    """Whether Accelerate must be told `cpu=True`: when asked, and for a job launched as several
+    processes (torchrun, accelerate launch) on a machine without a GPU, where Accelerate would
+    otherwise leave every process training alone on the full data set instead of together."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return config.cpu or (launched and not torch.cuda.is_available())
+
+
 def _in_order(size: int, batch_size: int) -> list[list[int]]:
     return [list(range(i, min(i + batch_size, size))) for i in range(0, size, batch_size)]
 
@@ -129,7 +138,7 @@ class Trainer:
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_available() and not config.cpu else "no"
         self.accelerator = Accelerator(
-            mixed_precision=precision, gradient_accumulation_steps=config.grad_accum_steps, cpu=config.cpu
+            mixed_precision=precision, gradient_accumulation_steps=config.grad_accum_steps, cpu=on_cpu(config)
         )
         self.sampler = EpochBatchSampler(len(train_set), batch_size, config.seed)
         eval_size = eval_batch_size or batch_size * 4
@@ -223,7 +232,8 @@ class Trainer:
         if resume:
             self._resume()
         history: list[dict[str, Any]] = []
-        with TrainProgress(self.name, self.config.epochs, len(self.sampler), enabled=self.progress) as bar:
+        show = self.progress and self.accelerator.is_main_process
+        with TrainProgress(self.name, self.config.epochs, len(self.train_loader), enabled=show) as bar:
             while self.state["epoch"] < self.config.epochs:
                 epoch = self.state["epoch"]
                 train_metrics = self._train_epoch(epoch, bar)

@@ -29,6 +29,7 @@ from distil.data import DATASETS, DataBundle
 from distil.distiller import Term, loss_inputs
 from distil.errors import ConfigError
 from distil.progress import pass_progress
+from distil.trainer import on_cpu
 
 # Data-set options that make the training split augment itself, and the value that turns each off.
 AUGMENTATION_OFF: dict[str, Any] = {"augment": False, "jitter": 0}
@@ -121,7 +122,7 @@ def cached_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out
     own = cfg.path is None
     path = out / "teacher_cache" if own else Path(cfg.path)
     images, augment = _source(bundle.train, cfg)
-    state = PartialState(cpu=recipe.cpu)
+    state = PartialState(cpu=on_cpu(recipe))
     device = state.device
 
     def build(overwrite: bool) -> VisionTeacherCache:

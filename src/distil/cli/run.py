@@ -19,13 +19,16 @@ def main(
     """Run a recipe: train or load the teacher, distil the student, evaluate both on the test split.
 
     Outputs go to the recipe's output_dir: recipe.yaml (resolved), checkpoints/, best/student.safetensors,
-    metrics.jsonl (per epoch) and metrics.json (test metrics).
+    metrics.jsonl (per epoch) and metrics.json (test metrics). For several GPUs (or CPU processes):
+    torchrun --nproc_per_node N -m distil.cli.main run RECIPE, or accelerate launch -m distil.cli.main run RECIPE.
     """
     from distil.config import load_recipe
     from distil.demo import print_table
     from distil.pipeline import run_recipe
 
     result = run_recipe(load_recipe(recipe, set_ or []), resume=resume, overwrite=overwrite, progress=progress)
+    if not result.metrics:  # a non-main process of a multi-process launch: the main one reports
+        return
     console = Console()
     print_table(result.metrics, console)
     console.print(f"student: {result.output_dir / 'best' / 'student.safetensors'}")
