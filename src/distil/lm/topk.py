@@ -68,3 +68,15 @@ def topk_from_logits(logits: Tensor, k: int, temperature: float = 1.0) -> Tensor
     values, indices = z.topk(k, dim=-1)
     tail = z.scatter(-1, indices, float("-inf")).logsumexp(-1)  # -inf when k = V
     return pack_topk(values, indices, tail, temperature)
+
+
+def check_topk(top: TopK, vocab: int, temperature: float, who: str) -> None:
+    """Refuse a top-k teacher the student cannot be scored against: ids outside its vocabulary, or a
+    temperature other than the one the tail was summed at (it cannot be rescaled)."""
+    if top.values.shape[-1] > vocab or (top.indices.numel() and int(top.indices.max()) >= vocab):
+        raise ValueError(f"{who}: teacher top-k ids exceed the student's vocabulary of {vocab} tokens")
+    if top.temperature.numel() and not torch.allclose(top.temperature, torch.full_like(top.temperature, temperature)):
+        raise ValueError(
+            f"temperature: must equal the teacher top-k's temperature {float(top.temperature.flatten()[0])}, got "
+            f"{temperature} (the tail mass cannot be rescaled; rebuild the cache at this temperature)"
+        )

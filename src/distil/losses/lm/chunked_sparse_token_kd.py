@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from distil.lm.tokens import shift_for_causal_lm, token_weights
-from distil.lm.topk import unpack_topk
+from distil.lm.topk import check_topk, unpack_topk
 from distil.lm.vocab import output_head
 from distil.losses.base import LOSSES, kl_from_log_probs
 from distil.losses.lm.chunking import chunked_loss, normalised_weights
@@ -80,13 +80,7 @@ def chunked_sparse_token_kd(
     packed = teacher_topk.detach().reshape(-1, teacher_topk.shape[-1]).float()  # (N, 2k + 2)
     w = normalised_weights(token_weights(labels, student_hidden.shape[:-1], sample_weight).to(hs.device))
     top = unpack_topk(packed[w > 0])  # checks the packing; only kept rows must be valid
-    if top.values.shape[-1] > vocab or (top.indices.numel() and int(top.indices.max()) >= vocab):
-        raise ValueError(f"chunked_sparse_token_kd: teacher top-k ids exceed the student's vocabulary of {vocab} tokens")
-    if top.temperature.numel() and not torch.allclose(top.temperature, torch.full_like(top.temperature, temperature)):
-        raise ValueError(
-            f"temperature: must equal the teacher top-k's temperature {float(top.temperature[0])}, got "
-            f"{temperature} (the tail mass cannot be rescaled; rebuild the cache at this temperature)"
-        )
+    check_topk(top, vocab, temperature, "chunked_sparse_token_kd")
 
     def chunk_loss(a: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
         t = unpack_topk(packed[rows])

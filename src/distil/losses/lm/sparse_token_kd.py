@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distil.lm.tokens import kept_rows, token_mean
-from distil.lm.topk import unpack_topk
+from distil.lm.topk import check_topk, unpack_topk
 from distil.losses.base import LOSSES, kl_from_log_probs
 from distil.losses.lm.shifted import ShiftedTokenLoss
 from distil.types import Positive, validated
@@ -59,15 +59,7 @@ def sparse_token_kd_loss(
     zs, packed, w = kept_rows(student_logits, teacher_topk, labels, sample_weight, "sparse_token_kd")
     top = unpack_topk(packed)
     vocab = zs.shape[-1]
-    if top.values.shape[-1] > vocab or (top.indices.numel() and int(top.indices.max()) >= vocab):
-        raise ValueError(
-            f"sparse_token_kd: teacher top-k ids exceed the student's vocabulary of {vocab} tokens"
-        )
-    if top.temperature.numel() and not torch.allclose(top.temperature, torch.full_like(top.temperature, temperature)):
-        raise ValueError(
-            f"temperature: must equal the teacher top-k's temperature {float(top.temperature[0])}, got "
-            f"{temperature} (the tail mass cannot be rescaled; rebuild the cache at this temperature)"
-        )
+    check_topk(top, vocab, temperature, "sparse_token_kd")
     log_p = F.log_softmax(torch.cat([top.values, top.tail_lse[..., None]], dim=-1), dim=-1)  # (n, k + 1)
     log_q = _student_coarse(zs.float() / temperature, top.indices)
     return temperature**2 * token_mean(kl_from_log_probs(log_p, log_q), w)
