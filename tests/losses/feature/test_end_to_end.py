@@ -99,7 +99,7 @@ CONV3 = ["a1", "a2", "a3"]
 CASES = {
     "fitnet": (FitNet, 1.0, ["a2"], ["a2"], 1),  # hint stage (epoch 0) then CE, as in the paper
     "attention_transfer": (AttentionTransfer, 0.01, CONV3, CONV3, 0),
-    "fsp": (FSP, 10.0, ["a1", "a2", "a2", "a3"], ["a1", "a2", "a2", "a3"], 0),
+    "fsp": (FSP, 1.0, ["a1", "a2", "a2", "a3"], ["a1", "a2", "a2", "a3"], 0),
     "nst": (NST, 5.0, ["a3"], ["a3"], 0),
     "pkt": (PKT, 1.0, ["pool"], ["pool"], 0),
     "vid": (VID, 0.5, ["a2", "a3"], ["a2", "a3"], 0),
