@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.nn.modules.module import register_module_forward_hook
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from distil.build import build_data, check_recipe
 from distil.cache.recipe import cached_train_set
 from distil.checkpoint import save_weights
 from distil.config import recipe_from_dict
+from distil.distiller import Distiller
 from distil.errors import ConfigError
 from distil.models import MODELS
 from distil.models.small import MLP, SmallCNN
@@ -35,22 +36,29 @@ def recipe(tmp_path, teacher=None, **fields):
 
 
 class TeacherCalls:
-    """Counts teacher (SmallCNN) forwards that come right after a training-mode student (MLP)
-    forward, which is where a Distiller with a live teacher runs it in every training step."""
+    """Counts teacher (SmallCNN) forwards made inside the forward of a training-mode Distiller of the
+    MLP student, i.e. in a distillation step (validation, cache building and the teacher's own
+    training stage are not counted)."""
 
     def __enter__(self):
-        self.in_steps, self._student_training = 0, False
-        self._handle = register_module_forward_hook(self._hook)
+        self.in_steps, self._in_step = 0, False
+        self._handles = [register_module_forward_pre_hook(self._enter_module),
+                         register_module_forward_hook(self._leave_module)]
         return self
 
-    def _hook(self, module, args, output):
-        if isinstance(module, MLP):
-            self._student_training = module.training
-        elif isinstance(module, SmallCNN) and self._student_training:
+    def _enter_module(self, module, args):
+        if isinstance(module, Distiller) and module.training and isinstance(module.student, MLP):
+            self._in_step = True
+        elif isinstance(module, SmallCNN) and self._in_step:
             self.in_steps += 1
 
+    def _leave_module(self, module, args, output):
+        if isinstance(module, Distiller):
+            self._in_step = False
+
     def __exit__(self, *exc):
-        self._handle.remove()
+        for handle in self._handles:
+            handle.remove()
 
 
 def test_the_counter_sees_a_live_teacher_in_every_step(tmp_path):
