@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Iterable
 
 import torch
@@ -118,7 +118,7 @@ def language_model_metrics(
     (tokens x vocab) logits of a whole split do not fit in memory: token accuracy, NLL, perplexity,
     and with a teacher, next-token agreement and mean KL(teacher || student) per token."""
     sums = {"tokens": 0.0, "correct": 0.0, "nll": 0.0, "agree": 0.0, "kl": 0.0}
-    with eval_mode(model):
+    with eval_mode(model), (eval_mode(teacher) if teacher is not None else nullcontext()):  # dropout off in both
         for batch in batches:
             parts = to_device(split_batch(batch), device)
             logits = as_logits(call_model(model, parts["inputs"])).float()[:, :-1]  # (B, T-1, V)

@@ -73,3 +73,19 @@ def test_language_model_metrics_shift_and_mask():
     assert m["token_accuracy"] == pytest.approx(1.0)
     assert m["agreement"] == pytest.approx(1.0) and m["kl"] == pytest.approx(0.0, abs=1e-6)
     assert m["perplexity"] == pytest.approx(math.exp(m["nll"]))
+
+
+def test_language_model_metrics_score_the_teacher_in_eval_mode():
+    """A teacher left in training mode (dropout on: a freshly built Hugging Face model) is scored
+    in eval mode, like the student, and handed back in training mode."""
+    class ModeDependent(nn.Module):  # eval: predicts token (position + 1) mod V; training: token 0
+        def forward(self, input_ids):
+            b, t = input_ids.shape
+            target = torch.zeros(t, dtype=torch.long) if self.training else (torch.arange(t) + 1) % 5
+            return torch.nn.functional.one_hot(target, 5).float().expand(b, t, 5) * 20
+
+    ids = torch.tensor([[0, 1, 2, 3]])
+    teacher = ModeDependent().train()
+    m = language_model_metrics(ModeDependent(), [{"input_ids": ids, "labels": ids}], teacher=teacher)
+    assert m["agreement"] == pytest.approx(1.0) and m["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert teacher.training
