@@ -9,8 +9,8 @@ windows of 128 characters:
 3. distilled student: the same student, same seed (so the same initial weights and batch order),
    same number of optimizer steps, trained with `token_kl` alone (forward KL at T = 1, the
    word-level KD of Kim & Rush 2016 in docs/lm.md) from the frozen teacher;
-4. the distilled student again with `chunked_token_kd` (taps on both `transformer.ln_f`, batches
-   carrying `logits_to_keep: 1`, so neither model builds its (B, T, V) logits): the same loss, so
+4. the distilled student again with `chunked_token_kd` (taps on both `transformer.ln_f`, recipe
+   `model_inputs: {logits_to_keep: 1}`, so neither model builds its (B, T, V) logits): the same loss, so
    it must reach the same metrics; a one-batch check compares its loss and gradients with `token_kl`.
 
 Steps 2 and 3 run for every `--seeds` value (the teacher is trained once). At the first seed,
@@ -31,25 +31,22 @@ are ratios to the baseline student of the same seed. `gain` rows are distilled m
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate.utils import set_seed
 from benchlib import HERE, Results, attempt, parser, pick_device, ratio
-from torch.utils.data import Dataset
 
-from distil.build import build_data, build_distiller, build_model
-from distil.checkpoint import load_weights
+from distil.build import build_data, build_model
 from distil.config import Recipe, recipe_from_dict
 from distil.distiller import Distiller, Term
 from distil.losses import ChunkedTokenKD, TokenKL
-from distil.pipeline import evaluate_split, make_trainer, run_recipe
+from distil.pipeline import evaluate_split, run_recipe
 
 DATA = HERE.parent.parent / "shared" / "data" / "lm_text"
 COLUMNS = ["row", "seed", "params", "x_params", "nll", "x_nll", "ppl", "acc", "x_acc", "agree", "kl", "x_kl",
@@ -107,6 +104,7 @@ def make_recipe(setup: Setup, out: Path, *, model: dict, loss: str, seed: int, e
         "student": {"model": "hf_causal_lm", "params": model},
         "losses": LOSSES[loss], "optimizer": setup.optimizer, "schedule": setup.schedule,
         "epochs": epochs, "max_grad_norm": 1.0,
+        "model_inputs": {"logits_to_keep": 1} if loss == "chunked" else {},
     }
     if teacher is not None:
         raw["teacher"] = {"model": "hf_causal_lm", "params": setup.teacher, "checkpoint": str(teacher)}
@@ -134,54 +132,6 @@ def run_stage(recipe: Recipe, name: str) -> tuple[dict[str, Any], Any]:
     n_train = len(build_data(recipe).train)
     print(f"{name}: {seconds:.1f} s (run_recipe, evaluation included)", flush=True)
     return summary(run.metrics["distilled"], run.fit.history, n_train) | {"run_s": seconds}, run
-
-
-class LastLogitOnly(Dataset):
-    """The training windows of a `TokenBlocks`, batched with `logits_to_keep: 1` so that both models
-    compute only the last position's logits (the chunked loss reads the final norms instead).
-
-    A recipe cannot put a constant into its batches, so this runs through the Trainer directly; it
-    offers the Trainer's `batch_gatherer` protocol, which yields the same batches, in the same
-    order, as the DataLoader that `run_recipe` uses over the plain windows."""
-
-    def __init__(self, blocks: Any):
-        self.blocks = blocks
-
-    def __len__(self) -> int:
-        return len(self.blocks)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return self.blocks[i]
-
-    def batch_gatherer(self, device: torch.device | None):
-        ids = self.blocks.ids.to(device) if device is not None else self.blocks.ids
-        starts = torch.tensor(self.blocks.starts, device=device)
-        offsets = torch.arange(self.blocks.block_size, device=device)
-
-        def gather(index: torch.Tensor) -> dict[str, Any]:
-            x = ids[starts[index][:, None] + offsets]  # (B, T)
-            return {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": x.clone(), "logits_to_keep": 1}
-
-        return gather
-
-
-def run_chunked(recipe: Recipe) -> dict[str, Any]:
-    """What `run_recipe` does for a student with a teacher checkpoint, with the train set swapped
-    for `LastLogitOnly`: same seed before building the student, same Trainer, same evaluation."""
-    start = time.perf_counter()
-    bundle = build_data(recipe)
-    teacher = build_model(recipe.teachers[0], bundle, "teacher")
-    set_seed(recipe.seed)
-    distiller = build_distiller(recipe, bundle, [teacher])
-    out = Path(recipe.output_dir)
-    shutil.rmtree(out, ignore_errors=True)
-    fit = make_trainer(recipe, distiller, replace(bundle, train=LastLogitOnly(bundle.train)), False, "distil").fit()
-    student = load_weights(distiller.student.cpu(), out / "best" / "student.safetensors")
-    distiller.close()
-    metrics = evaluate_split(student, bundle, recipe.task, teacher.cpu())
-    seconds = time.perf_counter() - start
-    print(f"chunked: {seconds:.1f} s (Trainer, evaluation included)", flush=True)
-    return summary(metrics, fit.history, len(bundle.train)) | {"run_s": seconds}
 
 
 def loss_check(recipe: Recipe) -> dict[str, float]:
@@ -315,7 +265,7 @@ def extras(res: Results, setup: Setup, args: Any, student: Any, first: tuple[dic
         res.note(f"one-batch check (trained teacher, initial student): chunked_token_kd with logits_to_keep 1 vs "
                  f"token_kl: loss rel. err {check['loss_rel_err']:.1e}, max student-gradient rel. err "
                  f"{check['grad_rel_err']:.1e}")
-        row = res.add(with_ratios(attempt(lambda: run_chunked(student("chunked", seed)),
+        row = res.add(with_ratios(attempt(lambda: run_stage(student("chunked", seed), "chunked")[0],
                                           {"row": LABELS["chunked"], "seed": seed}), base0))
         if row["status"] == "ok" and kd0["status"] == "ok":
             res.data["chunked_vs_token_kl"] = diff = {k: row[k] - kd0[k] for k in GAIN_KEYS}

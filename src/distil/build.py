@@ -110,7 +110,7 @@ def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module
     if len(teachers) > 1:
         combine = "probs" if recipe.task == "classification" else "mean"
         teacher = TeacherEnsemble(teachers, [t.weight for t in recipe.teachers], combine)
-    return Distiller(student, teacher, build_losses(recipe.losses))
+    return Distiller(student, teacher, build_losses(recipe.losses), model_inputs=recipe.model_inputs)
 
 
 def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:

@@ -146,6 +146,10 @@ class Recipe(TrainConfig):
     teacher: TeacherConfig | list[TeacherConfig] | None = None
     student: ModelConfig
     losses: list[LossConfig] = Field(min_length=1)
+    model_inputs: dict[str, Any] = Field(
+        default_factory=dict, description="extra keyword inputs for both models in distillation steps (not in "
+        "evaluation), e.g. {logits_to_keep: 1} so causal LMs skip their full logits under chunked_token_kd"
+    )
 
     @property
     def teachers(self) -> list[TeacherConfig]:

@@ -7,6 +7,7 @@ same object with no teacher and a hard-label loss, so one training loop serves e
 from __future__ import annotations
 
 import inspect
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -39,6 +40,20 @@ class Term:
     start_epoch: float = 0.0
     end_epoch: float = float("inf")
     needs: tuple[str, ...] = field(default=(), init=False)
+
+    def __post_init__(self):
+        """Plain-Python mistakes (layers passed where the weight goes) as clear errors, not deep inside a step."""
+        if not isinstance(self.loss, nn.Module):
+            raise TypeError(f"Term: loss must be an nn.Module such as LOSSES.get('hinton_kd')(), got {type(self.loss).__name__}")
+        if isinstance(self.weight, bool) or not isinstance(self.weight, numbers.Real):
+            raise TypeError(f"Term: weight must be a number, got {self.weight!r}; give layers by keyword: "
+                            "Term(loss, student_layers=[...], teacher_layers=[...])")
+        if self.weight < 0:
+            raise ValueError(f"Term: weight must be >= 0, got {self.weight}")
+        for name in ("student_layers", "teacher_layers"):
+            layers = getattr(self, name)
+            if isinstance(layers, str) or not all(isinstance(layer, str) for layer in layers):
+                raise TypeError(f"Term: {name} must be a list of layer names, got {layers!r}")
 
     def scale(self, epoch: float) -> float:
         if not self.start_epoch <= epoch < self.end_epoch:
@@ -81,10 +96,12 @@ class Distiller(nn.Module):
         teacher: nn.Module | Sequence[nn.Module] | None,
         losses: Mapping[str, Term | nn.Module],
         teacher_weights: Sequence[float] | None = None,
+        model_inputs: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if not losses:
             raise ConfigError("losses: need at least one loss")
+        self.model_inputs = dict(model_inputs or {})  # e.g. {"logits_to_keep": 1} for chunked LM losses
         self.student = student
         self.teacher = self._wrap_teacher(teacher, teacher_weights)
         self.terms: dict[str, Term] = {}
@@ -169,6 +186,11 @@ class Distiller(nn.Module):
     def forward(self, batch: Any) -> dict[str, Tensor]:
         parts = split_batch(batch)
         inputs = parts["inputs"]
+        if self.model_inputs:
+            if not isinstance(inputs, Mapping):
+                raise ConfigError("model_inputs: needs batches of keyword inputs (dicts, Hugging Face style), "
+                                  f"got {type(inputs).__name__} inputs")
+            inputs = {**inputs, **self.model_inputs}
         teacher_logits, t_feats = parts.get("teacher_logits"), {}
         # Teacher first: its no-grad forward then runs before the student's saved activations fill
         # the caches (measured ~5-10% off a CPU KD step), and nothing of it outlives the call.

@@ -136,3 +136,20 @@ def test_inspect_a_saved_run(tmp_path):
     result = CliRunner().invoke(app, ["inspect", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "hidden.0" in result.stdout and "head" in result.stdout and "(1, 16)" in result.stdout
+
+
+def test_term_mistakes_are_clear_errors():
+    with pytest.raises(TypeError, match="give layers by keyword"):
+        Term(LogitMSE(), ["0"], ["0"])  # layers passed where the weight goes
+    with pytest.raises(TypeError, match="student_layers must be a list of layer names"):
+        Term(LogitMSE(), student_layers="0")  # one string would be read as layers "0", ...
+    with pytest.raises(TypeError, match="loss must be an nn.Module"):
+        Term(LogitMSE)  # the class, not an instance
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        Term(LogitMSE(), -1.0)
+
+
+def test_model_inputs_need_keyword_batches():
+    d = Distiller(net(), net(), {"kd": HintonKD()}, model_inputs={"logits_to_keep": 1})
+    with pytest.raises(ConfigError, match="model_inputs: needs batches of keyword inputs"):
+        d(torch.randn(2, 4))

@@ -157,3 +157,28 @@ def test_cli_runs_the_toy_recipe_with_a_llama_student_and_jsd(tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["distilled"]["agreement"] > 0.3 and saved["distilled"]["params"] < saved["teacher"]["params"]
+
+
+def test_model_inputs_let_the_chunked_loss_skip_the_full_logits(tmp_path):
+    """`model_inputs: {logits_to_keep: 1}` reaches both models in every distillation step (their
+    logits shrink to the last position) and leaves a chunked-loss run's results unchanged."""
+    chunked = ["losses=[{name: chunked_token_kd, student_layers: [transformer.ln_f], teacher_layers: [transformer.ln_f]}]",
+               "teacher.epochs=2", "epochs=2"]
+    shapes = []
+
+    def record(module, args, kwargs, output):
+        if type(module).__name__ == "GPT2LMHeadModel" and "logits_to_keep" in kwargs:
+            shapes.append((module.training, tuple(output.logits.shape)))
+
+    results = {}
+    for name, extra in (("full", []), ("lean", ["model_inputs={logits_to_keep: 1}"])):
+        recipe = load_recipe(RECIPES / "toy_gpt2_kd.yaml", SHRINK + chunked + extra + [f"output_dir={tmp_path / name}"])
+        handle = torch.nn.modules.module.register_module_forward_hook(record, with_kwargs=True)
+        try:
+            results[name] = run_recipe(recipe, progress=False).metrics["distilled"]
+        finally:
+            handle.remove()
+    assert {training for training, _ in shapes} == {True, False}  # student and frozen teacher, lean run only
+    assert all(shape[1] == 1 for _, shape in shapes)
+    for key in ("nll", "agreement", "kl"):
+        assert results["lean"][key] == pytest.approx(results["full"][key], rel=1e-5)
