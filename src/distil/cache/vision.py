@@ -344,7 +344,9 @@ class VisionTeacherCache(Dataset):
         columns = in_memory_columns(self.dataset)
         if not isinstance(columns, list) or len(columns) < 2:
             return None
-        images, labels = ((t.to(device) for t in columns[:2]) if device is not None else columns[:2])
+        images, labels = columns[0], columns[1]
+        if device is not None:
+            images, labels = images.to(device), labels.to(device)
 
         def gather(indices: Tensor) -> dict[str, Tensor]:
             inputs, teacher_logits = self.batch(images[indices], indices)
