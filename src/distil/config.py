@@ -39,17 +39,20 @@ class ModelConfig(_Strict):
 class TeacherCacheConfig(_Strict):
     """Train the student from stored teacher logits instead of running the teacher every step.
 
-    Shen & Xing, "A Fast Knowledge Distillation Framework for Visual Recognition", ECCV 2022: the
-    teacher runs once over `views` seeded pad-crop-flip views of every training image, and epoch e
-    replays one of them with its logits (`distil.cache`). Image data (C, H, W) and logit losses
-    only; the data set must not augment on its own (the views are the augmentation).
+    Images: Shen & Xing, "A Fast Knowledge Distillation Framework for Visual Recognition", ECCV
+    2022; the teacher runs once over `views` seeded pad-crop-flip views of every training image,
+    and epoch e replays one of them with its logits (`distil.cache`). Logit losses only; the data
+    set must not augment on its own (the views are the augmentation). Language models: the teacher
+    runs once over the training sequences and keeps its `top_k` tokens per position plus a tail
+    bucket (`distil.lm.cache`), read by `sparse_token_kd` / `chunked_sparse_token_kd`.
     """
 
-    views: PositiveInt = Field(8, description="augmented views stored per training image; each epoch replays one")
-    padding: Annotated[int, Field(ge=0, le=127)] = Field(4, description="zero padding (pixels) before the random crop")
-    flip: bool = Field(True, description="mirror half of the views horizontally")
+    views: PositiveInt = Field(8, description="images: augmented views stored per training image; each epoch replays one")
+    padding: Annotated[int, Field(ge=0, le=127)] = Field(4, description="images: zero padding (pixels) before the random crop")
+    flip: bool = Field(True, description="images: mirror half of the views horizontally")
+    top_k: PositiveInt = Field(64, description="language models: teacher tokens kept per position (the rest is one tail bucket)")
     dtype: Literal["float16", "bfloat16", "float32"] = Field("float16", description="storage type of the logits")
-    batch_size: PositiveInt = Field(256, description="images per teacher forward while building the cache")
+    batch_size: PositiveInt = Field(256, description="samples per teacher forward while building the cache")
     path: str | None = Field(
         None, description="cache folder; default <output_dir>/teacher_cache (rebuilt when stale). "
         "A stale cache at a given path is an error, never overwritten"

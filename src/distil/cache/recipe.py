@@ -1,11 +1,13 @@
 """`teacher.cache` in a recipe: what must hold before training, and the data set a run trains from.
 
 The vision cache (`distil.cache.vision`) stores the teacher's logits for K replayable pad-crop-flip
-views of every training image, so distillation steps never run the teacher. That is only sound
-when nothing else needs the live teacher during a step (logit losses only, no layer taps) and the
-data set gives the plain images (the stored views are the augmentation). Both are checked before
-any training, one line naming the field. Validation and the final evaluation still run the live
-teacher, so fidelity rows mean what they always mean.
+views of every training image; the language-model cache (`distil.lm.cache`) stores the teacher's
+top-k tokens per position. Either way distillation steps never run the teacher. That is only sound
+when nothing else needs the live teacher during a step (no layer taps, no teacher model), the
+losses can read what is stored (logit losses for images, the sparse top-k losses for language
+models) and, for images, the data set gives the plain images (the stored views are the
+augmentation). All of it is checked before any training, one line naming the field. Validation
+and the final evaluation still run the live teacher, so fidelity rows mean what they always mean.
 """
 
 from __future__ import annotations
@@ -27,13 +29,17 @@ from distil.cache.vision import StaleCacheError, VisionTeacherCache, build_visio
 from distil.config import Recipe, TeacherCacheConfig
 from distil.data import DATASETS, DataBundle
 from distil.distiller import Term, loss_inputs
-from distil.errors import ConfigError
+from distil.errors import ConfigError, DistilError
+from distil.lm.cache import CachedSequences, build_teacher_cache
+from distil.losses import LOSSES
 from distil.progress import pass_progress
 from distil.trainer import on_cpu
 
 # Data-set options that make the training split augment itself, and the value that turns each off.
 AUGMENTATION_OFF: dict[str, Any] = {"augment": False, "jitter": 0}
 LIVE_TEACHER_INPUTS = {"teacher_features", "teacher"}  # loss inputs a logit cache cannot supply
+SPARSE_LOSSES = ("sparse_token_kd", "chunked_sparse_token_kd")  # the losses that read a top-k teacher
+VISION_ONLY = ("views", "padding", "flip")
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -51,16 +57,49 @@ def check_teacher_cache(recipe: Recipe, bundle: DataBundle, terms: dict[str, Ter
     if isinstance(recipe.teacher, list):
         raise ConfigError(f"teacher[{cached[0]}].cache: only a single teacher can be cached; "
                           "use one teacher or remove cache")
-    if len(bundle.input_shape) != 3:
-        raise ConfigError(f"teacher.cache: needs images, inputs of shape (C, H, W); data set {recipe.data.name!r} "
-                          f"gives inputs of shape {tuple(bundle.input_shape)}")
     for i, (cfg, term) in enumerate(zip(recipe.losses, terms.values())):
         live = LIVE_TEACHER_INPUTS & set(loss_inputs(term.loss))
         if cfg.teacher_layers or live:
             what = "layers" if cfg.teacher_layers or "teacher_features" in live else "model"
             raise ConfigError(f"losses[{i}]: {cfg.name} needs the teacher's {what}, but teacher.cache stores only "
                               "its logits; remove teacher.cache or this loss")
+    if recipe.task == "language_modeling":
+        _check_top_k_losses(recipe, terms)
+        return
+    if len(bundle.input_shape) != 3:
+        raise ConfigError(f"teacher.cache: needs images, inputs of shape (C, H, W); data set {recipe.data.name!r} "
+                          f"gives inputs of shape {tuple(bundle.input_shape)}")
     _check_plain_images(recipe, bundle.train)
+
+
+def _check_top_k_losses(recipe: Recipe, terms: dict[str, Term]) -> None:
+    """A language model's cache holds the top-k tokens: only the sparse losses can read it, all at
+    the temperature its tail bucket was summed at; the image-only settings do not apply."""
+    cfg = recipe.teachers[0].cache
+    for name in VISION_ONLY:
+        if name in cfg.model_fields_set:
+            raise ConfigError(f"teacher.cache.{name}: applies to image data; a language model's cache keeps the "
+                              f"top_k teacher tokens per position")
+    readers = []
+    for i, (loss, term) in enumerate(zip(recipe.losses, terms.values())):
+        if "teacher_logits" not in loss_inputs(term.loss):
+            continue
+        if loss.name not in SPARSE_LOSSES:
+            raise ConfigError(f"losses[{i}]: {loss.name} needs the teacher's full logits, but teacher.cache keeps its "
+                              f"top {cfg.top_k} tokens; use {' or '.join(SPARSE_LOSSES)}")
+        readers.append(loss)
+    if not readers:
+        raise ConfigError(f"teacher.cache: no loss reads the cached teacher; add {' or '.join(SPARSE_LOSSES)}")
+    cache_temperature(recipe)
+
+
+def cache_temperature(recipe: Recipe) -> float:
+    """The one temperature of the recipe's sparse losses: the cache's tail is summed at it."""
+    found = {float(LOSSES.get(loss.name)(**loss.options).temperature) for loss in recipe.losses
+             if loss.name in SPARSE_LOSSES}
+    if len(found) != 1:
+        raise ConfigError(f"losses: the sparse losses must share one temperature, the cache's, got {sorted(found)}")
+    return found.pop()
 
 
 def _check_plain_images(recipe: Recipe, train: Dataset) -> None:
@@ -111,7 +150,7 @@ def _autocast(recipe: Recipe, device: torch.device) -> torch.dtype | None:
 
 
 def cached_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out: Path,
-                     progress: bool) -> VisionTeacherCache:
+                     progress: bool) -> VisionTeacherCache | CachedSequences:
     """Build (or reuse) the teacher cache over the training split and open it as the training set.
 
     The default folder, `<output_dir>/teacher_cache`, belongs to this run: a stale cache there is
@@ -121,8 +160,10 @@ def cached_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out
     cfg = cached_teacher(recipe)
     own = cfg.path is None
     path = out / "teacher_cache" if own else Path(cfg.path)
-    images, augment = _source(bundle.train, cfg)
     state = PartialState(cpu=on_cpu(recipe))
+    if recipe.task == "language_modeling":
+        return _cached_sequences(recipe, cfg, teacher, bundle, path, own, state, progress)
+    images, augment = _source(bundle.train, cfg)
     device = state.device
 
     def build(overwrite: bool) -> VisionTeacherCache:
@@ -145,3 +186,32 @@ def cached_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out
                 return build(overwrite=True)
     finally:
         teacher.cpu()  # the Trainer moves it with the Distiller; the probes before that run on the CPU
+
+
+def _cached_sequences(recipe: Recipe, cfg: TeacherCacheConfig, teacher: nn.Module, bundle: DataBundle, path: Path,
+                      own: bool, state: PartialState, progress: bool) -> CachedSequences:
+    """The language-model branch of `cached_train_set`: top-k cache over the training sequences,
+    held in memory as the training set."""
+    sequences = bundle.train
+
+    def build(overwrite: bool) -> CachedSequences:
+        show = progress and state.is_main_process and (overwrite or not (path / "manifest.json").is_file())
+        with pass_progress(f"teacher cache (top {cfg.top_k})", len(sequences), enabled=show) as advance:
+            cache = build_teacher_cache(
+                teacher, sequences, path, k=cfg.top_k, temperature=cache_temperature(recipe), dtype=cfg.dtype,
+                batch_size=cfg.batch_size, overwrite=overwrite, on_batch=advance)
+        return CachedSequences(cache, sequences)
+
+    teacher.to(state.device)
+    try:
+        with state.main_process_first() if state.num_processes > 1 else nullcontext():
+            try:
+                return build(overwrite=own)  # an identical cache is reused either way
+            except DistilError as e:
+                if not own:
+                    raise ConfigError(f"teacher.cache.path: {e}; delete that folder to rebuild it, or set another "
+                                      "teacher.cache.path") from None
+                (path / "manifest.json").unlink(missing_ok=True)  # a damaged cache of this run: build afresh
+                return build(overwrite=True)
+    finally:
+        teacher.cpu()

@@ -271,6 +271,19 @@ class TokenBlocks(Dataset):
         block = self.ids[self.starts[i]:self.starts[i] + self.block_size]
         return {"input_ids": block, "attention_mask": torch.ones_like(block), "labels": block.clone()}
 
+    def batch_gatherer(self, device: torch.device | None = None):
+        """index tensor (B,) -> the collated batch of those windows, cut from the token stream kept on
+        `device` (the Trainer's direct path: no per-window copies, no host-to-device copy per step)."""
+        ids = self.ids.to(device) if device is not None else self.ids
+        starts = torch.tensor(self.starts, device=ids.device)
+        offsets = torch.arange(self.block_size, device=ids.device)
+
+        def gather(index: Tensor) -> dict[str, Tensor]:
+            block = ids[starts[index][:, None] + offsets]  # (B, block_size)
+            return {"input_ids": block, "attention_mask": torch.ones_like(block), "labels": block.clone()}
+
+        return gather
+
 
 def _lm_bundle(text: str, tokenizer: CharTokenizer, bounds: tuple[float, float], block_size: int,
                stride: int | None, max_train: int | None) -> TextBundle:

@@ -25,13 +25,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from distil.batch import batch_gatherer
 from distil.errors import DistilError
 from distil.lm.tokens import pad_batch
 from distil.lm.topk import pack_topk
@@ -129,13 +130,15 @@ def build_teacher_cache(
     shard_tokens: int = 1 << 18,
     teacher_name: str | None = None,
     overwrite: bool = False,
+    on_batch: Callable[[int], None] | None = None,
 ) -> "TeacherCache":
     """Run `teacher` over `sequences` (token-id lists/tensors or dicts with "input_ids") and cache it.
 
     The teacher is called Hugging Face style, `teacher(input_ids=..., attention_mask=...)`, on
     right-padded batches. An existing complete cache for the same teacher, data, tokenizer and
     settings is reused; one for anything else raises `DistilError` unless `overwrite=True`.
-    Returns the opened `TeacherCache`.
+    `on_batch(n)` is called after each batch of n sequences (a progress bar). Returns the opened
+    `TeacherCache`.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype: must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -165,7 +168,8 @@ def build_teacher_cache(
             (root / entry["file"]).unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     writer = _ShardWriter(root, DTYPES[dtype], shard_tokens)
-    _run_teacher(unwrap(teacher), sequences, writer, k=k, temperature=temperature, batch_size=batch_size)
+    _run_teacher(unwrap(teacher), sequences, writer, k=k, temperature=temperature, batch_size=batch_size,
+                 on_batch=on_batch)
     manifest["num_tokens"] = sum(e["num_tokens"] for e in writer.entries)
     manifest["shards"] = writer.entries
     _save_json(root / "manifest.json", manifest)
@@ -174,7 +178,7 @@ def build_teacher_cache(
 
 @torch.no_grad()
 def _run_teacher(net: nn.Module, sequences: Sequence[Any], writer: _ShardWriter, *, k: int,
-                 temperature: float, batch_size: int) -> None:
+                 temperature: float, batch_size: int, on_batch: Callable[[int], None] | None = None) -> None:
     """Teacher forward on right-padded batches; each sequence's top-k rows go to the writer."""
     was_training, device = net.training, next(net.parameters()).device
     net.eval()
@@ -189,6 +193,8 @@ def _run_teacher(net: nn.Module, sequences: Sequence[Any], writer: _ShardWriter,
                 values, indices = row.topk(k, dim=-1)  # raw logits (L_i, k)
                 tail = (row / temperature).scatter(-1, indices, float("-inf")).logsumexp(-1)  # (L_i,)
                 writer.add(values, indices, tail)
+            if on_batch is not None:
+                on_batch(len(ids))
         writer.flush()
     finally:
         net.train(was_training)
@@ -291,3 +297,58 @@ class TeacherCache(IterableDataset):
     def collate(examples: Sequence[dict], pad_token_id: int = 0) -> dict[str, Tensor]:
         """Right-pad examples into a batch (labels -100 and zero teacher rows on padding)."""
         return pad_batch(examples, pad_token_id)
+
+
+class CachedSequences(Dataset):
+    """A built cache joined with its (map-style) data, held in memory: the training set of a recipe
+    with `teacher.cache` for a language model.
+
+    Item i is the data set's item (a dict: `input_ids`, `labels`, ...) plus `teacher_logits`, the
+    packed top-k (L_i, 2k + 2) of that sequence. All shards are read once (6k + 4 bytes per token
+    with 16-bit values), so any sampling order costs nothing; for data too large for memory, stream
+    with `TeacherCache` instead. Opening verifies the cache against the data like `TeacherCache`.
+    """
+
+    def __init__(self, cache: TeacherCache, data: Any):
+        self.cache, self.data = cache, data
+        parts: dict[str, list[Tensor]] = {"values": [], "indices": [], "tail_lse": [], "lengths": []}
+        for entry in cache.manifest["shards"]:
+            shard = load_file(str(cache.path / entry["file"]))
+            for key in parts:
+                parts[key].append(shard[key])
+        self.values, self.indices, self.tail_lse, lengths = (torch.cat(parts[k]) for k in parts)
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])  # (N + 1,)
+        if len(lengths) != len(data):
+            raise DistilError(f"teacher cache {cache.path} holds {len(lengths)} sequences, the data set {len(data)}")
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def _packed(self, rows: Tensor, values: Tensor, indices: Tensor, tail: Tensor) -> Tensor:
+        t = self.cache.temperature
+        return pack_topk(values[rows].float() / t, indices[rows], tail[rows], t)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.data[i]
+        if not isinstance(item, dict):  # bare token ids
+            item = {"input_ids": _ids(item), "labels": _ids(item)}
+        rows = torch.arange(int(self.offsets[i]), int(self.offsets[i + 1]))
+        return {**item, "teacher_logits": self._packed(rows, self.values, self.indices, self.tail_lse)}
+
+    def batch_gatherer(self, device: torch.device | None = None):
+        """Whole batches on `device` when the data can be gathered directly and every sequence has
+        the same length (fixed-size windows); None otherwise (then a DataLoader collates items)."""
+        found = batch_gatherer(self.data, device)
+        lengths = self.offsets.diff()
+        if found is None or not bool((lengths == lengths[0]).all()):
+            return None
+        base, length = found[0], int(lengths[0])
+        move = (lambda t: t.to(device)) if device is not None else (lambda t: t)
+        values, indices, tail, offsets = (move(t) for t in (self.values, self.indices, self.tail_lse, self.offsets))
+        steps = torch.arange(length, device=offsets.device)
+
+        def gather(index: Tensor) -> dict[str, Any]:
+            rows = offsets[index][:, None] + steps  # (B, L) token rows of the cache
+            return {**base(index), "teacher_logits": self._packed(rows, values, indices, tail)}
+
+        return gather

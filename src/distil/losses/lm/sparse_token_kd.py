@@ -76,3 +76,4 @@ class SparseTokenKD(ShiftedTokenLoss):
     @validated
     def __init__(self, temperature: Positive = 1.0, causal_shift: bool = True):
         super().__init__(causal_shift, temperature=temperature)
+        self.temperature = temperature  # the cache it reads must have been built at it
