@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from distil.build import build_data, check_recipe
