@@ -57,9 +57,12 @@ LOSSES = {
     "kl": [{"name": "token_kl"}],
     "kl+ce": [{"name": "token_kl"}, {"name": "token_ce", "weight": 0.1}],
     "chunked": [{"name": "chunked_token_kd", "student_layers": FINAL_NORM, "teacher_layers": FINAL_NORM}],
+    "cached": [{"name": "sparse_token_kd"}],
 }
+CACHE_K = 16  # teacher tokens kept per position by the cached row (of 65 characters)
 LABELS = {"ce": "baseline (token_ce)", "kl": "distilled (token_kl)", "kl+ce": "distilled (token_kl + 0.1 token_ce)",
-          "chunked": "distilled (chunked_token_kd, logits_to_keep 1)"}
+          "chunked": "distilled (chunked_token_kd, logits_to_keep 1)",
+          "cached": f"distilled from the top-{CACHE_K} cache (sparse_token_kd)"}
 
 
 @dataclass
@@ -108,6 +111,8 @@ def make_recipe(setup: Setup, out: Path, *, model: dict, loss: str, seed: int, e
     }
     if teacher is not None:
         raw["teacher"] = {"model": "hf_causal_lm", "params": setup.teacher, "checkpoint": str(teacher)}
+        if loss == "cached":  # built once into the run folder, outside the training loop's time
+            raw["teacher"]["cache"] = {"top_k": CACHE_K}
     return recipe_from_dict(raw)
 
 
@@ -197,6 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--epochs", type=int, help="student epochs, every student (default 2: 492 steps)")
     p.add_argument("--no-chunked", action="store_true", help="skip the chunked_token_kd student")
     p.add_argument("--with-ce", action="store_true", help="also token_kl + 0.1 token_ce at the first seed")
+    p.add_argument("--cached", action="store_true", help=f"also the student distilled from a top-{CACHE_K} teacher "
+                   "cache (teacher.cache) at the first seed, and a baseline given its training time")
     p.add_argument("--matched-baseline", action="store_true", help="also the baseline at the first seed trained "
                    "for as many epochs as fit in the distilled student's training time")
     p.add_argument("--runs", type=Path, help="keep the run folders here (default: a temporary folder, removed)")
@@ -274,6 +281,13 @@ def extras(res: Results, setup: Setup, args: Any, student: Any, first: tuple[dic
     if args.with_ce:
         res.add(with_ratios(attempt(lambda: run_stage(student("kl+ce", seed), "kl+ce")[0],
                                     {"row": LABELS["kl+ce"], "seed": seed}), base0))
+    if args.cached:
+        row = res.add(with_ratios(attempt(lambda: run_stage(student("cached", seed), "cached")[0],
+                                          {"row": LABELS["cached"], "seed": seed}), base0))
+        if row["status"] == "ok":
+            res.note(f"cached row: train_s excludes building the cache (one teacher pass over the training "
+                     f"set, in its run_s of {row['run_s']:.0f} s with evaluation); cached minus baseline test NLL "
+                     f"{row['nll'] - base0['nll']:+.4f} nats/char at equal steps")
     if args.matched_baseline and base0["status"] == kd0["status"] == "ok":
         epochs = max(setup.epochs, round(setup.epochs * kd0["train_s"] / base0["train_s"]))
         row = res.add(with_ratios(attempt(lambda: run_stage(student("ce", seed, epochs), "matched baseline")[0],

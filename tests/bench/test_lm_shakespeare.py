@@ -44,7 +44,8 @@ def test_smoke_trains_every_model_through_the_pipeline(tmp_path):
     # Reusing that teacher: the seed-0 students come out the same, plus a longer baseline.
     weights = tmp_path / "runs" / "teacher" / "best" / "student.safetensors"
     again = load("lm_shakespeare").main(["--smoke", "--out", str(tmp_path), "--tag", "again", "--seeds", "0",
-                                         "--teacher-weights", str(weights), "--no-chunked", "--matched-baseline"])
+                                         "--teacher-weights", str(weights), "--no-chunked", "--matched-baseline",
+                                         "--cached"])
     assert all(r["status"] == "ok" for r in again["rows"])
     same = {(r["row"], r["seed"]): r for r in again["rows"]}
     given = same[("teacher (token_ce)", 0)]
@@ -52,6 +53,8 @@ def test_smoke_trains_every_model_through_the_pipeline(tmp_path):
     for r in (base, kd):
         assert same[(r["row"], 0)]["nll"] == pytest.approx(r["nll"], abs=1e-6)
     assert any(r["row"].startswith("baseline (token_ce), ") for r in again["rows"])
+    cached = next(r for r in again["rows"] if r["row"].startswith("distilled from the top-"))
+    assert cached["params"] == base["params"] and cached["kl"] >= 0 and cached["train_s"] > 0
 
 
 def test_full_run_needs_the_shared_text(tmp_path, capsys):
