@@ -105,3 +105,12 @@ def test_recipes_the_cache_cannot_serve_are_refused_before_training(tmp_path, se
     with pytest.raises(ConfigError, match=message):
         check_recipe(r, build_data(r))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_cache_in_the_run_folder_is_rebuilt_on_resume(tmp_path):
+    r = recipe(tmp_path, "losses=[{name: sparse_token_kd}]", "teacher.cache={top_k: 4}")
+    run_recipe(r, progress=False)
+    shard = next((tmp_path / "run" / "teacher_cache").glob("shard-*.safetensors"))
+    shard.unlink()
+    run_recipe(r, resume=True, progress=False)
+    assert shard.is_file()

@@ -174,14 +174,22 @@ def cached_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out
                 batch_size=cfg.batch_size, num_workers=recipe.data.num_workers, device=device,
                 autocast=_autocast(recipe, device), overwrite=overwrite, on_batch=advance)
 
-    teacher.to(device)
+    return _reuse_or_build(build, teacher, state, path, own, StaleCacheError, lambda e: e.reason)
+
+
+def _reuse_or_build(build, teacher: nn.Module, state: PartialState, path: Path, own: bool,
+                    stale: type[Exception], reason):
+    """`build(overwrite=False)` with the teacher on the device, the main process first (the others
+    then open what it wrote). A stale cache is rebuilt in the run's own folder, and is an error at
+    a path the recipe names: it may be shared, so it is never overwritten."""
+    teacher.to(state.device)
     try:
         with state.main_process_first() if state.num_processes > 1 else nullcontext():
             try:
                 return build(overwrite=False)
-            except StaleCacheError as e:
+            except stale as e:
                 if not own:
-                    raise ConfigError(f"teacher.cache.path: the cache in {path} {e.reason}; delete that folder to "
+                    raise ConfigError(f"teacher.cache.path: the cache in {path} {reason(e)}; delete that folder to "
                                       "rebuild it, or set another teacher.cache.path") from None
                 return build(overwrite=True)
     finally:
@@ -195,6 +203,8 @@ def _cached_sequences(recipe: Recipe, cfg: TeacherCacheConfig, teacher: nn.Modul
     sequences = bundle.train
 
     def build(overwrite: bool) -> CachedSequences:
+        if overwrite:  # also when the settings match but a file is damaged: no manifest, no cache
+            (path / "manifest.json").unlink(missing_ok=True)
         show = progress and state.is_main_process and (overwrite or not (path / "manifest.json").is_file())
         with pass_progress(f"teacher cache (top {cfg.top_k})", len(sequences), enabled=show) as advance:
             cache = build_teacher_cache(
@@ -202,16 +212,5 @@ def _cached_sequences(recipe: Recipe, cfg: TeacherCacheConfig, teacher: nn.Modul
                 batch_size=cfg.batch_size, overwrite=overwrite, on_batch=advance)
         return CachedSequences(cache, sequences)
 
-    teacher.to(state.device)
-    try:
-        with state.main_process_first() if state.num_processes > 1 else nullcontext():
-            try:
-                return build(overwrite=own)  # an identical cache is reused either way
-            except DistilError as e:
-                if not own:
-                    raise ConfigError(f"teacher.cache.path: {e}; delete that folder to rebuild it, or set another "
-                                      "teacher.cache.path") from None
-                (path / "manifest.json").unlink(missing_ok=True)  # a damaged cache of this run: build afresh
-                return build(overwrite=True)
-    finally:
-        teacher.cpu()
+    return _reuse_or_build(build, teacher, state, path, own, DistilError,
+                           lambda e: "does not match this teacher, data or settings, or is damaged")
