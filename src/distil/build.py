@@ -23,6 +23,7 @@ from distil.data.base import check_label_range
 from distil.distiller import TEACHER_INPUTS, Distiller, Term, loss_inputs
 from distil.errors import ConfigError
 from distil.evaluate import eval_mode
+from distil.lm.generation import OnPolicy
 from distil.losses import LOSSES
 from distil.models import MODELS
 from distil.teacher import TeacherEnsemble, as_logits
@@ -110,7 +111,12 @@ def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module
     if len(teachers) > 1:
         combine = "probs" if recipe.task == "classification" else "mean"
         teacher = TeacherEnsemble(teachers, [t.weight for t in recipe.teachers], combine)
-    return Distiller(student, teacher, build_losses(recipe.losses), model_inputs=recipe.model_inputs)
+    on_policy = None
+    if recipe.on_policy is not None:
+        pad = getattr(getattr(student, "config", None), "pad_token_id", None)
+        on_policy = OnPolicy(**recipe.on_policy.model_dump(), pad_token_id=0 if pad is None else pad)
+    return Distiller(student, teacher, build_losses(recipe.losses), model_inputs=recipe.model_inputs,
+                     on_policy=on_policy)
 
 
 def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
@@ -122,6 +128,10 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
         if not recipe.teachers and TEACHER_INPUTS & set(loss_inputs(term.loss)):
             raise ConfigError(f"losses[{i}]: {recipe.losses[i].name} learns from a teacher; add a `teacher:` section")
     check_teacher_cache(recipe, bundle, terms)
+    if recipe.on_policy is not None and recipe.task != "language_modeling":
+        raise ConfigError(f"on_policy: needs task language_modeling (the student writes text), got {recipe.task}")
+    if recipe.on_policy is not None and any(t.cache is not None for t in recipe.teachers):
+        raise ConfigError("on_policy: the student's own text needs the live teacher to score it; remove teacher.cache")
     for i, teacher in enumerate(recipe.teachers):
         if teacher.checkpoint and not teacher.pretrained:
             build_model(teacher, bundle, "teacher" if len(recipe.teachers) == 1 else f"teacher[{i}]")

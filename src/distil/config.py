@@ -142,6 +142,17 @@ class TrainConfig(_Strict):
     output_dir: str = "runs/run"
 
 
+class OnPolicyConfig(_Strict):
+    """On-policy distillation (GKD, Agarwal et al., ICLR 2024): with probability `fraction` a
+    training step uses the student's own sampled continuations of the batch's prompts, which the
+    teacher then scores, instead of the data set's text. Language models only."""
+
+    fraction: Fraction = Field(0.5, description="share of steps trained on the student's own text (GKD's lambda)")
+    prompt_tokens: PositiveInt = Field(16, description="tokens of each training sequence kept as the prompt")
+    max_new_tokens: PositiveInt = Field(16, description="tokens the student writes after each prompt")
+    temperature: Positive = Field(1.0, description="sampling temperature of the student's continuations")
+
+
 class Recipe(TrainConfig):
     """Everything one distillation run needs. `distil run RECIPE --set key=value` overrides fields."""
 
@@ -149,6 +160,7 @@ class Recipe(TrainConfig):
     teacher: TeacherConfig | list[TeacherConfig] | None = None
     student: ModelConfig
     losses: list[LossConfig] = Field(min_length=1)
+    on_policy: OnPolicyConfig | None = Field(None, description="train part of the steps on the student's own text (GKD)")
     model_inputs: dict[str, Any] = Field(
         default_factory=dict, description="extra keyword inputs for both models in distillation steps (not in "
         "evaluation), e.g. {logits_to_keep: 1} so causal LMs skip their full logits under chunked_token_kd"

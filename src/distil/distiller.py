@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -97,11 +97,15 @@ class Distiller(nn.Module):
         losses: Mapping[str, Term | nn.Module],
         teacher_weights: Sequence[float] | None = None,
         model_inputs: Mapping[str, Any] | None = None,
+        on_policy: Callable[[nn.Module, Any], Any] | None = None,
     ):
         super().__init__()
         if not losses:
             raise ConfigError("losses: need at least one loss")
         self.model_inputs = dict(model_inputs or {})  # e.g. {"logits_to_keep": 1} for chunked LM losses
+        # (student, batch) -> the batch to train on, in training mode only: e.g. the student's own
+        # continuations (`distil.lm.generation.OnPolicy`), which the teacher then scores.
+        self.on_policy = on_policy
         self.student = student
         self.teacher = self._wrap_teacher(teacher, teacher_weights)
         self.terms: dict[str, Term] = {}
@@ -184,6 +188,8 @@ class Distiller(nn.Module):
             term.loss.setup([s[n].shape for n in term.student_layers], [t[n].shape for n in term.teacher_layers])
 
     def forward(self, batch: Any) -> dict[str, Tensor]:
+        if self.on_policy is not None and self.training:
+            batch = self.on_policy(self.student, batch)
         parts = split_batch(batch)
         inputs = parts["inputs"]
         if self.model_inputs:

@@ -5,7 +5,7 @@ import torch
 
 from distil.distiller import Distiller
 from distil.errors import ConfigError
-from distil.lm.generation import generate_teacher_targets, on_policy_batch
+from distil.lm.generation import OnPolicy, generate_teacher_targets, on_policy_batch
 from distil.losses.lm.token_jsd import TokenJSD
 
 V = 30
@@ -66,3 +66,19 @@ def test_bad_arguments(teacher):
         on_policy_batch(teacher, [[1, 2]], max_new_tokens=2, temperature=0.0)
     with pytest.raises(ConfigError, match="cannot generate"):
         on_policy_batch(torch.nn.Linear(2, 2), [[1, 2]], max_new_tokens=2)
+
+
+def test_on_policy_mixes_own_text_in_with_the_given_fraction(teacher):
+    batch = {"input_ids": torch.randint(1, 30, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.long)}
+    batch["labels"] = batch["input_ids"].clone()
+    assert OnPolicy(fraction=0.0)(teacher, batch) is batch
+    own = OnPolicy(fraction=1.0, prompt_tokens=5, max_new_tokens=3)(teacher, batch)
+    assert torch.equal(own["input_ids"][:, :5], batch["input_ids"][:, :5])  # the prompts are kept
+    assert (own["labels"][:, :5] == -100).all() and own["input_ids"].shape[1] <= 5 + 3
+    torch.manual_seed(0)
+    picks = [OnPolicy(fraction=0.3, prompt_tokens=5, max_new_tokens=1)(teacher, batch) is not batch for _ in range(200)]
+    assert 0.2 < sum(picks) / len(picks) < 0.4
+    with pytest.raises(ConfigError, match="on_policy: needs batches of token ids"):
+        OnPolicy()(teacher, torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="fraction"):
+        OnPolicy(fraction=1.5)

@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 from distil.build import build_data, build_model, check_recipe
 from distil.checkpoint import load_weights
 from distil.cli.main import app
-from distil.config import load_recipe
+from distil.config import load_recipe, recipe_from_dict
 from distil.data import DATASETS
 from distil.data.text import TOY_CHARS, CharTokenizer
-from distil.errors import DistilError
+from distil.distiller import Distiller
+from distil.errors import ConfigError, DistilError
 from distil.evaluate import language_model_metrics
 from distil.models import MODELS
 from distil.pipeline import run_recipe
@@ -182,3 +183,35 @@ def test_model_inputs_let_the_chunked_loss_skip_the_full_logits(tmp_path):
     assert all(shape[1] == 1 for _, shape in shapes)
     for key in ("nll", "agreement", "kl"):
         assert results["lean"][key] == pytest.approx(results["full"][key], rel=1e-5)
+
+
+def test_on_policy_steps_train_on_the_students_own_text(tmp_path, monkeypatch):
+    """`on_policy: {fraction: 1}`: every distillation step sees prompt + sampled continuation (not
+    the 32-token windows of the data), and the student still learns from the teacher's scores."""
+    sets = SHRINK + ["losses=[{name: token_jsd, beta: 0.5}]", f"output_dir={tmp_path}",
+                     "on_policy={fraction: 1.0, prompt_tokens: 8, max_new_tokens: 6}"]
+    lengths, forward = [], Distiller.forward
+
+    def spy(self, batch):
+        out = forward(self, batch)
+        if self.training and self.teacher is not None:  # distillation steps, not the teacher's stage
+            lengths.append(out["output"].shape[1])
+        return out
+
+    monkeypatch.setattr(Distiller, "forward", spy)
+    result = run_recipe(load_recipe(RECIPES / "toy_gpt2_kd.yaml", sets), progress=False)
+    assert lengths and max(lengths) <= 8 + 6 < 32
+    assert result.metrics["distilled"]["agreement"] > 0.3
+
+
+def test_on_policy_needs_a_language_model_and_a_live_teacher(tmp_path):
+    cached = load_recipe(RECIPES / "toy_gpt2_kd.yaml", SHRINK + [
+        "on_policy={fraction: 0.5}", "teacher.cache={top_k: 4}", "losses=[{name: sparse_token_kd}]",
+        f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="on_policy: the student's own text needs the live teacher"):
+        check_recipe(cached, build_data(cached))
+    digits = recipe_from_dict({
+        "data": {"name": "digits"}, "teacher": {"model": "mlp", "epochs": 1}, "student": {"model": "mlp"},
+        "losses": [{"name": "hinton_kd"}], "on_policy": {"fraction": 0.5}, "output_dir": str(tmp_path / "d")})
+    with pytest.raises(ConfigError, match="on_policy: needs task language_modeling"):
+        check_recipe(digits, build_data(digits))

@@ -143,3 +143,30 @@ def on_policy_batch(
     device = next(unwrap(student).parameters()).device
     batch = pad_batch(_examples(prompts, continuations), pad_token_id)
     return {k: v.to(device) for k, v in batch.items()}
+
+
+class OnPolicy:
+    """GKD's mix of data (Agarwal et al., ICLR 2024): called with the student and a training batch,
+    it returns, with probability `fraction`, a batch of the student's own sampled continuations of
+    the batch's first `prompt_tokens` tokens instead (see `on_policy_batch`); otherwise the batch
+    itself. The draw uses torch's global generator, which checkpoints save, so resumed runs repeat
+    it. Give it to `Distiller(on_policy=...)`, or set `on_policy` in a recipe.
+    """
+
+    def __init__(self, fraction: float = 0.5, prompt_tokens: int = 16, max_new_tokens: int = 16,
+                 temperature: float = 1.0, pad_token_id: int = 0):
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"fraction: must be in [0, 1], got {fraction}")
+        self.fraction, self.prompt_tokens, self.max_new_tokens = fraction, prompt_tokens, max_new_tokens
+        self.temperature, self.pad_token_id = temperature, pad_token_id
+
+    def __call__(self, student: nn.Module, batch: Any) -> Any:
+        if not isinstance(batch, dict) or "input_ids" not in batch:
+            raise ConfigError("on_policy: needs batches of token ids (dicts with input_ids), got "
+                              f"{type(batch).__name__}")
+        if self.fraction == 0 or (self.fraction < 1 and torch.rand(()) >= self.fraction):
+            return batch
+        ids = batch["input_ids"][:, : self.prompt_tokens]
+        mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))[:, : self.prompt_tokens]
+        return on_policy_batch(student, {"input_ids": ids, "attention_mask": mask}, max_new_tokens=self.max_new_tokens,
+                               temperature=self.temperature, pad_token_id=self.pad_token_id)
