@@ -69,7 +69,8 @@ class TeacherConfig(ModelConfig):
         default_factory=dict, description="data.params overrides for training the teacher (e.g. augmentation)"
     )
     cache: TeacherCacheConfig | None = Field(
-        None, description="distil from cached teacher logits of augmented views (`cache: {}` or `cache: true` for defaults)"
+        None, description="distil from cached teacher logits: augmented views of images, top-k tokens of language "
+        "models (`cache: {}` or `cache: true` for defaults)"
     )
 
     @field_validator("cache", mode="before")
