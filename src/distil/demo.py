@@ -19,7 +19,7 @@ from rich.table import Table
 
 from distil.build import build_data, build_distiller
 from distil.checkpoint import atomic_write_text, load_weights
-from distil.config import LossConfig, Recipe, load_recipe
+from distil.config import LossConfig, Recipe, dump_recipe, load_recipe
 from distil.pipeline import evaluate_split, make_trainer, train_teacher
 from distil.report import table_rows, write_report
 
@@ -37,6 +37,7 @@ def _train_student(recipe: Recipe, bundle, teachers, name: str, progress: bool):
     distiller = build_distiller(recipe, bundle, teachers)
     make_trainer(recipe, distiller, bundle, progress, name).fit()
     distiller.close()
+    atomic_write_text(Path(recipe.output_dir) / "recipe.yaml", dump_recipe(recipe))  # eval/inspect/export read it
     return load_weights(distiller.student, Path(recipe.output_dir) / "best" / "student.safetensors")
 
 

@@ -97,7 +97,7 @@ def test_eval_of_a_folder_that_is_no_run(tmp_path):
     assert result.exit_code == 2 and "no recipe.yaml" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["run", "demo", "eval", "report", "validate", "inspect"])
+@pytest.mark.parametrize("command", ["run", "demo", "eval", "report", "validate", "inspect", "export"])
 def test_help_documents_every_command(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0

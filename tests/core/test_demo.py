@@ -28,6 +28,7 @@ def test_fast_demo_writes_metrics_and_reports(tmp_path):
     assert page.count("data:image/png;base64,") == 2  # learning curves + accuracy against size
     assert "| distilled |" in (out / "report.md").read_text()
     assert "distilled" in result.stdout and "baseline" in result.stdout
+    assert (out / "distilled" / "recipe.yaml").is_file()  # so eval, inspect and export can read the folder
 
 
 @pytest.mark.slow

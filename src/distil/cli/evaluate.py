@@ -2,12 +2,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Sequence
 
 import typer
 from rich.console import Console
 
 from distil.errors import DistilError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from distil.config import Recipe
+    from distil.data import DataBundle
 
 NAME = "eval"
 
@@ -51,19 +57,38 @@ def find_run(checkpoint: Path) -> tuple[Path, Path]:
     raise DistilError(f"no recipe.yaml next to {checkpoint}: pass a folder written by `distil run`")
 
 
-def evaluate_checkpoint(checkpoint: Path, data: str | None, overrides: list[str], split: str) -> dict:
-    """Rebuild the run's student (and teacher, for fidelity) from its saved recipe and evaluate."""
+class SavedRun(NamedTuple):
+    """A finished `distil run` folder rebuilt from its recipe.yaml: data and trained student."""
+
+    folder: Path
+    weights: Path
+    recipe: Recipe
+    bundle: DataBundle
+    student: nn.Module
+
+
+def load_saved_run(checkpoint: Path, overrides: Sequence[str] = ()) -> SavedRun:
+    """Rebuild a run's data and student, best weights loaded, for eval, inspect and export."""
     from distil.build import build_data, build_model
     from distil.checkpoint import load_weights
     from distil.config import load_recipe
+
+    folder, weights = find_run(checkpoint)
+    recipe = load_recipe(folder / "recipe.yaml", list(overrides))
+    bundle = build_data(recipe)
+    student = build_model(recipe.student.model_copy(update={"checkpoint": None}), bundle, "student")
+    return SavedRun(folder, weights, recipe, bundle, load_weights(student, weights))
+
+
+def evaluate_checkpoint(checkpoint: Path, data: str | None, overrides: list[str], split: str) -> dict:
+    """Rebuild the run's student (and teacher, for fidelity) from its saved recipe and evaluate."""
     from distil.pipeline import evaluate_split, trained_teacher
 
     if split not in ("train", "val", "test"):
         raise DistilError(f"--split: must be train, val or test, got {split!r}")
-    run_dir, weights = find_run(checkpoint)
-    recipe = load_recipe(run_dir / "recipe.yaml", ([f"data.name={data}", "data.params={}"] if data else []) + overrides)
-    bundle = build_data(recipe)
-    student = load_weights(build_model(recipe.student.model_copy(update={"checkpoint": None}), bundle, "student"), weights)
+    run_dir, _, recipe, bundle, student = load_saved_run(
+        checkpoint, ([f"data.name={data}", "data.params={}"] if data else []) + overrides
+    )
     teacher = None
     if len(recipe.teachers) == 1:
         cfg = recipe.teachers[0]

@@ -36,16 +36,8 @@ def main(
 def _saved_student(path: Path):
     """The student of a `distil run` folder (weights loaded) and one input sample of its data."""
     from distil.batch import first_sample, split_batch
-    from distil.build import build_data, build_model
-    from distil.checkpoint import load_weights
-    from distil.cli.evaluate import find_run
-    from distil.config import load_recipe
+    from distil.cli.evaluate import load_saved_run
 
-    run_dir, weights = find_run(path)
-    recipe = load_recipe(run_dir / "recipe.yaml")
-    bundle = build_data(recipe)
-    student = build_model(recipe.student.model_copy(update={"checkpoint": None}), bundle, "student")
-    load_weights(student, weights)
-    sample = bundle.train[0]
-    inputs = split_batch(sample)["inputs"]
-    return student, first_sample(inputs.unsqueeze(0) if hasattr(inputs, "unsqueeze") else inputs)
+    run = load_saved_run(path)
+    inputs = split_batch(run.bundle.train[0])["inputs"]
+    return run.student, first_sample(inputs.unsqueeze(0) if hasattr(inputs, "unsqueeze") else inputs)

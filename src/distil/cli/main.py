@@ -12,6 +12,7 @@ from typing import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from distil.errors import DistilError
 
@@ -33,17 +34,17 @@ def friendly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except DistilError as e:
-            for line in str(e).splitlines():
-                err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+            for line in str(e).splitlines():  # escaped: `distil[export]` is text, not a style tag
+                err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
 
 
 def _register() -> None:
-    from distil.cli import demo, evaluate, inspect, report, run
+    from distil.cli import demo, evaluate, export, inspect, report, run
 
-    for module in (run, demo, evaluate, report, inspect):
+    for module in (run, demo, evaluate, report, inspect, export):
         app.command(module.NAME, help=module.main.__doc__)(friendly(module.main))
     from distil.cli import validate
 

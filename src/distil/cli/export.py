@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from distil.errors import DistilError
+
+NAME = "export"
+
+COLUMNS = [  # (key, header, format); a column shows when some row has its key
+    ("size_bytes", "size", None),
+    ("accuracy", "accuracy", "{:.2%}"),
+    ("agreement", "agreement", "{:.2%}"),
+    ("max_abs_diff", "max |diff|", "{:.1e}"),
+    ("latency_ms", "latency b1 (ms)", "{:.3f}"),
+    ("latency_ms_b64", "latency b64 (ms/sample)", "{:.4f}"),
+    ("speedup_b1", "speed-up b1", "{:.2f}x"),
+    ("speedup_b64", "speed-up b64", "{:.2f}x"),
+]
+ROWS = ("pytorch", "onnx", "onnx_int8")  # best/student.safetensors, student.onnx, student.int8.onnx
+
+
+def main(
+    run_dir: Path = typer.Argument(..., help="A folder written by `distil run` (recipe.yaml + best/student.safetensors)."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where to write the files (default: RUN_DIR/export)."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write student.int8.onnx: int8 weights for Linear and Conv layers."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Run the files with onnxruntime on the test split and compare with PyTorch."),
+) -> None:
+    """Export a run's trained student to ONNX (and int8), check it runs and matches PyTorch.
+
+    Writes student.onnx (dynamic batch; input `inputs`, output `logits`), student.int8.onnx
+    (onnxruntime dynamic quantisation) and export.json: file sizes, and with --check the accuracy,
+    argmax agreement with the PyTorch student, largest logit difference and latency at batch 1 and
+    64 of each file against PyTorch on this CPU. Needs the `export` extra (onnx, onnxruntime, onnxscript).
+    """
+    report = export_run(run_dir, output_dir, int8=int8, check=check)
+    print_export_table(report, Console())
+    typer.echo(f"wrote {Path(report['output_dir']) / 'export.json'}")
+
+
+def export_run(run_dir: Path, output_dir: Path | None = None, *, int8: bool = True, check: bool = True) -> dict[str, Any]:
+    """Export (and check) the student of a run folder; returns what export.json holds."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from distil.batch import first_sample, split_batch
+    from distil.checkpoint import atomic_write_text
+    from distil.cli.evaluate import find_run, load_saved_run
+    from distil.export import check_onnx, export_onnx, pytorch_reference, quantize_dynamic_int8, require_export_extra
+
+    find_run(run_dir)  # a wrong folder is reported before a missing extra
+    require_export_extra()
+    run = load_saved_run(run_dir)
+    if run.recipe.task == "language_modeling":
+        raise DistilError("distil export: language-model students are not supported yet (only classification and regression)")
+    out = Path(output_dir) if output_dir is not None else run.folder / "export"
+    loader = DataLoader(run.bundle.test, batch_size=256)
+    example = first_sample(split_batch(next(iter(loader)))["inputs"])
+    files = {"onnx": export_onnx(run.student, example, out / "student.onnx")}
+    if int8:
+        files["onnx_int8"] = quantize_dynamic_int8(files["onnx"], out / "student.int8.onnx")
+    else:  # one left by an earlier export would not match this student.onnx
+        (out / "student.int8.onnx").unlink(missing_ok=True)
+    report: dict[str, Any] = {"run_dir": str(run.folder), "output_dir": str(out), "threads": torch.get_num_threads()}
+    report["pytorch"] = {"file": str(run.weights), "size_bytes": run.weights.stat().st_size}
+    if check:
+        reference = pytorch_reference(run.student, loader, run.recipe.task)
+        report["samples"] = len(reference.outputs)
+        report["pytorch"] |= reference.metrics
+        for name, path in files.items():
+            report[name] = check_onnx(path, run.student, loader, task=run.recipe.task, reference=reference)["onnx"]
+    else:
+        report |= {name: {"file": str(path), "size_bytes": path.stat().st_size} for name, path in files.items()}
+    atomic_write_text(out / "export.json", json.dumps(report, indent=2))
+    return report
+
+
+def print_export_table(report: dict[str, Any], console: Console) -> None:
+    from distil.report import format_cell
+
+    models = {name: report[name] for name in ROWS if name in report}
+    columns = [c for c in COLUMNS if any(c[0] in m for m in models.values())]
+    title = f"test split ({report['samples']} samples); agreement and speed-up against PyTorch" if "samples" in report else "files written"
+    table = Table("model", *(header for _, header, _ in columns), title=title)
+    for name, metrics in models.items():
+        table.add_row(name, *(format_cell(key, metrics.get(key), fmt) for key, _, fmt in columns))
+    if not console.is_terminal:  # logs and pipes: do not squeeze the table into 80 columns
+        console = Console(file=console.file, width=132, quiet=console.quiet)
+    console.print(table)
