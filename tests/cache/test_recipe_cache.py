@@ -7,17 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from distil.build import build_data, check_recipe
 from distil.cache.recipe import cached_train_set
 from distil.checkpoint import save_weights
 from distil.config import recipe_from_dict
-from distil.distiller import Distiller
 from distil.errors import ConfigError
 from distil.models import MODELS
-from distil.models.small import MLP, SmallCNN
 from distil.pipeline import run_recipe
+from helpers import TeacherCallsInSteps
 
 
 def recipe(tmp_path, teacher=None, **fields):
@@ -35,44 +33,18 @@ def recipe(tmp_path, teacher=None, **fields):
     return raw | fields
 
 
-class TeacherCalls:
-    """Counts teacher (SmallCNN) forwards made inside the forward of a training-mode Distiller of the
-    MLP student, i.e. in a distillation step (validation, cache building and the teacher's own
-    training stage are not counted)."""
-
-    def __enter__(self):
-        self.in_steps, self._in_step = 0, False
-        self._handles = [register_module_forward_pre_hook(self._enter_module),
-                         register_module_forward_hook(self._leave_module)]
-        return self
-
-    def _enter_module(self, module, args):
-        if isinstance(module, Distiller) and module.training and isinstance(module.student, MLP):
-            self._in_step = True
-        elif isinstance(module, SmallCNN) and self._in_step:
-            self.in_steps += 1
-
-    def _leave_module(self, module, args, output):
-        if isinstance(module, Distiller):
-            self._in_step = False
-
-    def __exit__(self, *exc):
-        for handle in self._handles:
-            handle.remove()
-
-
 def test_the_counter_sees_a_live_teacher_in_every_step(tmp_path):
     raw = recipe(tmp_path, {"model": "small_cnn", "params": {"channels": [8, 16]}, "epochs": 1}, epochs=1)
-    with TeacherCalls() as calls:
+    with TeacherCallsInSteps() as calls:
         run_recipe(recipe_from_dict(raw), progress=False)
-    assert calls.in_steps == 16  # ceil(997 / 64) steps in one epoch
+    assert calls.count == 16  # ceil(997 / 64) steps in one epoch
 
 
 def test_student_learns_from_cached_logits_and_resume_reuses_or_rebuilds_them(tmp_path):
     raw = recipe(tmp_path)
-    with TeacherCalls() as calls:
+    with TeacherCallsInSteps() as calls:
         result = run_recipe(recipe_from_dict(raw), progress=False)
-    assert calls.in_steps == 0
+    assert calls.count == 0
     cache = tmp_path / "run" / "teacher_cache"
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest["num_views"] == 2 and manifest["data"]["num_samples"] == 997
@@ -84,9 +56,9 @@ def test_student_learns_from_cached_logits_and_resume_reuses_or_rebuilds_them(tm
 
     tensors = cache / "teacher_outputs.safetensors"
     stamp, text = tensors.stat().st_mtime_ns, (cache / "manifest.json").read_text()
-    with TeacherCalls() as calls:
+    with TeacherCallsInSteps() as calls:
         result = run_recipe(recipe_from_dict(raw, ["epochs=3"]), resume=True, progress=False)
-    assert [r["epoch"] for r in result.fit.history] == [3] and calls.in_steps == 0
+    assert [r["epoch"] for r in result.fit.history] == [3] and calls.count == 0
     assert tensors.stat().st_mtime_ns == stamp and (cache / "manifest.json").read_text() == text  # reused
 
     raw_bytes = bytearray(tensors.read_bytes())

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from distil.checkpoint import save_weights
+from distil.distiller import Distiller
 from distil.models import MODELS
 
 
@@ -30,3 +32,28 @@ def write_recipe(path: Path, **fields) -> Path:
 def random_teacher(path: Path, hidden=(64,), num_classes: int = 10) -> Path:
     save_weights(MODELS.get("mlp")(input_shape=[64], num_classes=num_classes, hidden=list(hidden)), path)
     return path
+
+
+class TeacherCallsInSteps:
+    """Counts forwards of a Distiller's teacher network made inside that Distiller's training-mode
+    forward, i.e. in distillation steps: not validation, cache building or a teacher's own stage
+    (whose Distiller has no teacher)."""
+
+    def __enter__(self):
+        self.count, self._step = 0, None
+        self._handles = [register_module_forward_pre_hook(self._enter), register_module_forward_hook(self._leave)]
+        return self
+
+    def _enter(self, module, args):
+        if isinstance(module, Distiller) and module.training and module.teacher is not None:
+            self._step = module
+        elif self._step is not None and module is getattr(self._step.teacher, "module", None):
+            self.count += 1
+
+    def _leave(self, module, args, output):
+        if module is self._step:
+            self._step = None
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()

@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from distil.build import build_data, check_recipe
 from distil.config import load_recipe
-from distil.distiller import Distiller
 from distil.errors import ConfigError
 from distil.pipeline import run_recipe
+from helpers import TeacherCallsInSteps
 
 pytest.importorskip("transformers")
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "lm"
@@ -21,30 +20,6 @@ SMALL = ["data.params.n_chars=8000", "teacher.epochs=3", "epochs=3", "data.batch
 
 def recipe(tmp_path, *sets):
     return load_recipe(RECIPES / "toy_gpt2_kd.yaml", [*SMALL, f"output_dir={tmp_path / 'run'}", *sets])
-
-
-class TeacherCallsInSteps:
-    """Counts forwards of the Distiller's teacher network made inside a training-mode Distiller
-    forward of another student: distillation steps (not validation, not the teacher's own stage)."""
-
-    def __enter__(self):
-        self.count, self._step = 0, None
-        self._handles = [register_module_forward_pre_hook(self._enter), register_module_forward_hook(self._leave)]
-        return self
-
-    def _enter(self, module, args):
-        if isinstance(module, Distiller) and module.training and module.teacher is not None:
-            self._step = module
-        elif self._step is not None and module is getattr(self._step.teacher, "module", None):
-            self.count += 1
-
-    def _leave(self, module, args, output):
-        if module is self._step:
-            self._step = None
-
-    def __exit__(self, *exc):
-        for handle in self._handles:
-            handle.remove()
 
 
 def test_cached_top_k_at_the_full_vocabulary_trains_like_the_live_teacher(tmp_path):
