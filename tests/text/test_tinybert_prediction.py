@@ -43,3 +43,14 @@ def test_bad_arguments():
         tinybert_prediction_loss(torch.zeros(1, 2), torch.zeros(1, 2), temperature=-1.0)
     with pytest.raises(ValueError, match="same number of classes"):
         tinybert_prediction_loss(torch.zeros(1, 2), torch.zeros(1, 3))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_equals_class_count_times_the_original_codes_value(temperature):
+    """TinyBERT's task_distill.py averages -p_t log p_s over batch *and* classes; distil sums over
+    classes (the paper's eq. 10), so its value is C times larger (docs/text.md)."""
+    torch.manual_seed(0)
+    s, t = torch.randn(4, 3), torch.randn(4, 3)
+    original = (-torch.softmax(t / temperature, -1) * torch.log_softmax(s / temperature, -1)).mean()
+    got = tinybert_prediction_loss(s, t, temperature=temperature)
+    assert got.item() == pytest.approx(3 * original.item(), rel=1e-6)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from distil.errors import ConfigError
 from distil.registry import Registry
 
 LOSSES: Registry = Registry("loss")
@@ -25,6 +26,7 @@ BINDABLE = {
     "teacher": "the frozen teacher module",
     "indices": "data set indices of the batch's samples (for memory-bank losses such as CRD)",
     "epoch": "current epoch as a float (for scheduled losses)",
+    "progress": "share of the training done, in [0, 1] (for losses scheduled over the run)",
 }
 
 
@@ -50,15 +52,56 @@ def check_pair(student: Tensor, teacher: Tensor, what: str = "logits") -> None:
 
 def require_labels(labels: Tensor | None, why: str) -> Tensor:
     if labels is None:
-        raise ValueError(f"{why} needs hard labels, but the batch has none")
+        raise ConfigError(f"{why} needs hard labels, but the batch has none")
     return labels
 
 
 IGNORE_INDEX = -100  # label of an unlabelled sample (transfer sets) or a masked token
 
 
+def class_labels(
+    labels: Tensor | None, logits: Tensor, what: str, *, why: str | None = None, against: str = "student_logits"
+) -> Tensor:
+    """`labels` checked as class indices for `logits` (B, C): present, integer, shape (B,).
+
+    Every loss that takes class labels calls this first, so a mismatch names both tensors instead
+    of failing inside torch (`one_hot`, `cross_entropy`). IGNORE_INDEX rows pass; each loss says
+    what they contribute. The range is checked where batches are built (`check_label_range`).
+    """
+    labels = require_labels(labels, why or what)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ConfigError(f"{what}: labels must be integer class indices, got dtype {labels.dtype}")
+    shape = tuple(logits.shape)
+    if labels.dim() != 1:
+        raise ConfigError(
+            f"{what}: labels has shape {tuple(labels.shape)} but must be ({shape[0]},), one class index "
+            f"per row of {against} (shape {shape})"
+        )
+    if labels.shape[0] != shape[0]:
+        raise ConfigError(
+            f"{what}: labels has {labels.shape[0]} entries but {against} has {shape[0]} rows (shape {shape})"
+        )
+    return labels
+
+
+def regression_targets(labels: Tensor | None, outputs: Tensor, what: str, *, why: str | None = None) -> Tensor:
+    """`labels` as float targets of the outputs' shape (B, ...); one target per output value."""
+    labels = require_labels(labels, why or what)
+    if labels.numel() != outputs.numel() or (labels.dim() > 0 and labels.shape[0] != outputs.shape[0]):
+        raise ConfigError(
+            f"{what}: labels has shape {tuple(labels.shape)} but student_logits has shape "
+            f"{tuple(outputs.shape)}: give one target per output"
+        )
+    return labels.float().reshape(outputs.shape)
+
+
 def labelled_mean(per_sample: Tensor, labels: Tensor, sample_weight: Tensor | None) -> Tensor:
-    """`weighted_mean` over the samples that have a label (not IGNORE_INDEX); 0 if none has."""
+    """`weighted_mean` over the samples that have a label (not IGNORE_INDEX); 0 if none has.
+
+    This is the reduction of every hard-label term: unlabelled rows must hold a finite value (use a
+    valid dummy class there), which is multiplied by 0, so the result and its gradient stay finite
+    (exactly 0) on a batch without labels.
+    """
     keep = (labels != IGNORE_INDEX).to(per_sample.dtype)
     w = keep if sample_weight is None else keep * sample_weight.to(per_sample.dtype)
     return (w * per_sample).sum() / w.sum().clamp_min(torch.finfo(per_sample.dtype).tiny)

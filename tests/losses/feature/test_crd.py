@@ -95,3 +95,16 @@ def test_bad_arguments():
         loss([s, s], [t, t], torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="scores"):
         nce_loss(torch.ones(3), 4)
+
+
+def test_feature_width_changed_after_setup_is_a_config_error():
+    from distil.errors import ConfigError
+
+    loss = _crd()  # set up for student (3, 6) and teacher (3, 2, 2, 2)
+    idx = torch.tensor([0, 1, 2])
+    msg = r"crd: student feature has shape \(3, 5\) \(5 values per sample\), but setup built the student embedding for 6"
+    with pytest.raises(ConfigError, match=msg):
+        loss([torch.randn(3, 5)], [torch.randn(3, 2, 2, 2)], idx)
+    msg = r"crd: teacher feature has shape \(3, 2, 3, 3\) \(18 values per sample\), but setup built the teacher .* for 8"
+    with pytest.raises(ConfigError, match=msg):
+        loss([torch.randn(3, 6)], [torch.randn(3, 2, 3, 3)], idx)

@@ -63,3 +63,35 @@ def test_bad_arguments():
         pkt_loss(torch.randn(2, 3), torch.randn(3, 3))
     with pytest.raises(ValueError, match="eps"):
         pkt_loss(torch.randn(2, 3), torch.randn(2, 3), eps=-1)
+
+
+def _authors_reduction(fs, ft):
+    """The authors' code, re-derived: K over all j (K_ii = 1 counts), mean over all B^2 entries."""
+    def rows(x):
+        z = torch.nn.functional.normalize(x.flatten(1), dim=1)
+        k = (z @ z.t() + 1) / 2
+        return k / k.sum(1, keepdim=True)
+    ps, pt = rows(fs), rows(ft)
+    return (pt * (pt / ps).log()).mean()
+
+
+@pytest.mark.parametrize("batch", [8, 64])
+def test_relation_to_the_authors_reduction(batch):
+    """B^2 L_code = sum_i [lambda_i KL_i + KL_Bern(lambda_i^t || lambda_i^s)], lambda_i = S_i / (1 + S_i)
+    with S_i = sum_{k != i} K_ik: the identity stated in docs/methods/feature.md, and w_code ~ w lambda / B."""
+    torch.manual_seed(0)
+    fs, ft = torch.randn(batch, 16, dtype=torch.float64).relu(), torch.randn(batch, 32, dtype=torch.float64).relu()
+
+    def off_diagonal_mass(x):
+        z = torch.nn.functional.normalize(x, dim=1)
+        s = ((z @ z.t() + 1) / 2).sum(1) - 1  # drop K_ii = 1
+        return s / (1 + s)
+
+    lam_t, lam_s = off_diagonal_mass(ft), off_diagonal_mass(fs)
+    bern = lam_t * (lam_t / lam_s).log() + (1 - lam_t) * ((1 - lam_t) / (1 - lam_s)).log()
+    weighted = pkt_loss(fs, ft, eps=1e-12, sample_weight=lam_t) * lam_t.sum()  # sum_i lambda_i KL_i
+    code = _authors_reduction(fs, ft).item()
+    assert code * batch**2 == pytest.approx((weighted + bern.sum()).item(), rel=1e-4)
+    # Non-negative features: lambda in [(B - 1) / (B + 1), (B - 1) / B], so ours / code is near B / lambda.
+    ratio = pkt_loss(fs, ft, eps=1e-12).item() / code
+    assert 0.95 * batch * batch / (batch - 1) < ratio < batch * (batch + 1) / (batch - 1)

@@ -67,3 +67,19 @@ def test_bad_arguments():
         ReviewKD().setup([(2, 3, 4)], [(2, 3, 4)])
     with pytest.raises(RuntimeError, match="setup"):
         ReviewKD()([torch.zeros(2, 3, 2, 2)], [torch.zeros(2, 3, 2, 2)])
+
+
+def test_hcl_levels_on_a_non_square_map_need_both_sides_larger():
+    """8 x 2 map: levels 4 and 2 are not smaller than the width, so only level 1 counts. The
+    reference code tests the height only and would also pool to 4 x 4 and 2 x 2 (stretching the
+    width); docs/methods/feature.md states the difference."""
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 3, 8, 2), torch.randn(2, 3, 8, 2)
+    full = (s - t).pow(2).mean()
+    pooled = (s.mean((2, 3)) - t.mean((2, 3))).pow(2).mean()
+    assert hcl_loss(s, t).item() == pytest.approx(((full + 0.5 * pooled) / 1.5).item(), rel=1e-6)
+    pool = torch.nn.functional.adaptive_avg_pool2d
+    height_only = (full + sum(
+        w * (pool(s, lv) - pool(t, lv)).pow(2).mean() for lv, w in ((4, 0.5), (2, 0.25), (1, 0.125))
+    )) / 1.875
+    assert hcl_loss(s, t).item() != pytest.approx(height_only.item(), rel=1e-3)

@@ -115,3 +115,23 @@ def test_bad_arguments():
         jacobian_loss(torch.zeros(2, 4), student, CallableTeacher(lambda x: x[:, :3]))
     with pytest.raises(ConfigError, match="TeacherEnsemble"):
         jacobian_loss(torch.zeros(2, 4), student, TeacherEnsemble([_mlp(), _mlp()]))
+
+
+def test_target_projection_uses_the_teachers_argmax_on_unlabelled_rows():
+    """Row 0 is labelled 0: rows 0 of W_s, W_t are [1, 0] and [2, 0], equal after normalising.
+    Row 1 is unlabelled: the teacher's argmax (output 2: 7 > 2) picks [1, 1] and [1, 3]."""
+    loss = JacobianMatching(projection="target", output="none")
+    x = torch.tensor([[1.0, 2.0], [1.0, 2.0]])
+    got = loss(x, linear(WS), FrozenTeacher(linear(WT)), labels=torch.tensor([0, -100]))
+    r2, r10 = math.sqrt(2), math.sqrt(10)
+    row1 = (1 / r2 - 1 / r10) ** 2 + (1 / r2 - 3 / r10) ** 2
+    assert got.item() == pytest.approx((0.0 + row1) / 2, rel=1e-6)
+    unlabelled = loss(x, linear(WS), FrozenTeacher(linear(WT)), labels=torch.full((2,), -100))
+    assert unlabelled.item() == pytest.approx(row1, rel=1e-6)
+
+
+def test_target_projection_label_count_mismatch_is_a_config_error():
+    loss = JacobianMatching(projection="target")
+    msg = r"jacobian: labels has 3 entries but the teacher output has 2 rows \(shape \(2, 3\)\)"
+    with pytest.raises(ConfigError, match=msg):
+        loss(torch.randn(2, 2), linear(WS), FrozenTeacher(linear(WT)), labels=torch.tensor([0, 1, 2]))

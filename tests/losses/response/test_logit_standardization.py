@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from pydantic import ValidationError
 
 from distil.losses.response.logit_standardization import (
@@ -77,3 +78,47 @@ def test_bad_arguments():
         logit_standardization_kd_loss(torch.randn(2, 3), torch.randn(2, 3), alpha=0.5)
     with pytest.raises(ValueError, match="at least 2 classes"):
         logit_standardization_kd_loss(torch.randn(2, 1), torch.randn(2, 1))
+
+
+# ----- the hard part averages over labelled samples only (issue 14, item 2) -----
+
+def soft_formula(s, t, tau):
+    """T^2 KL(softmax(Z(t) / T) || softmax(Z(s) / T)) per sample, Z the population z-score."""
+    def z(x):
+        return (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True, correction=0) + 1e-7)
+    log_q, log_p = F.log_softmax(z(s) / tau, -1), F.log_softmax(z(t) / tau, -1)
+    return tau**2 * (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cross_entropy_is_a_mean_over_labelled_samples(weighted):
+    torch.manual_seed(0)
+    s, t = torch.randn(8, 5, requires_grad=True), torch.randn(8, 5)
+    y = torch.tensor([0, -100, 2, -100, 4, -100, 1, -100])  # 4 of 8 unlabelled
+    w = torch.rand(8) + 0.1 if weighted else torch.ones(8)
+    kept = y != -100
+    ce = (w[kept] * F.cross_entropy(s[kept], y[kept], reduction="none")).sum() / w[kept].sum()
+    soft = (w * soft_formula(s, t, 2.0)).sum() / w.sum()
+    expected = 0.5 * soft + 0.5 * ce
+    got = logit_standardization_kd_loss(s, t, y, alpha=0.5, sample_weight=w if weighted else None)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    (g,), (g_ref,) = torch.autograd.grad(got, s), torch.autograd.grad(expected, s)
+    torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-7)
+
+
+def test_no_labelled_sample_leaves_only_the_soft_term():
+    s, t = torch.randn(4, 5, requires_grad=True), torch.randn(4, 5)
+    got = logit_standardization_kd_loss(s, t, torch.full((4,), -100), alpha=0.5)
+    expected = 0.5 * soft_formula(s, t, 2.0).mean()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    (g,), (g_ref,) = torch.autograd.grad(got, s), torch.autograd.grad(expected, s)
+    assert torch.isfinite(g).all()
+    torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-7)
+
+
+def test_label_count_mismatch_is_a_config_error():
+    from distil.errors import ConfigError
+
+    msg = r"logit_standardization: labels has 3 entries but student_logits has 4 rows \(shape \(4, 5\)\)"
+    with pytest.raises(ConfigError, match=msg):
+        logit_standardization_kd_loss(torch.randn(4, 5), torch.randn(4, 5), torch.tensor([0, 1, 2]), alpha=0.5)

@@ -94,6 +94,16 @@ class CRD(FeatureLoss):
         self.embed_s = Embed(math.prod(student_shapes[0][1:]), self.feat_dim)
         self.embed_t = Embed(math.prod(teacher_shapes[0][1:]), self.feat_dim)
 
+    def _check_width(self, side: str, x: Tensor, embed: Embed) -> None:
+        """The embedding heads are sized by `setup`; a feature of another size cannot pass them."""
+        width = math.prod(x.shape[1:])
+        if width != embed.linear.in_features:
+            raise ConfigError(
+                f"{self.name}: {side} feature has shape {tuple(x.shape)} ({width} values per sample), but "
+                f"setup built the {side} embedding for {embed.linear.in_features} values per sample; the "
+                f"tapped layer changed after setup: call setup with the new shapes, then build the optimizer"
+            )
+
     def _scores(self, anchor: Tensor, bank: Tensor, idx: Tensor, which: int) -> Tensor:
         """exp(<bank[idx], anchor> / tau) / Z: (B, D), (N, D), (B, K + 1) -> (B, K + 1)."""
         out = torch.exp(torch.bmm(bank[idx], anchor.unsqueeze(2)).squeeze(2) / self.temperature)
@@ -123,6 +133,8 @@ class CRD(FeatureLoss):
         self.ensure_built(student_features, teacher_features)
         s, t = student_features[0], teacher_features[0]
         check_batch(self.name, s, t)
+        self._check_width("student", s, self.embed_s)
+        self._check_width("teacher", t, self.embed_t)
         idx = torch.as_tensor(indices, device=self.memory_s.device).long().flatten()
         if idx.numel() != s.shape[0] or int(idx.min()) < 0 or int(idx.max()) >= self.num_data:
             raise ValueError(

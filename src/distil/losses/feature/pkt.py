@@ -55,8 +55,12 @@ def pkt_loss(
 class PKT(nn.Module):
     """`pkt_loss` summed over layer pairs.
 
-    The authors' code averages over all B^2 entries instead of summing over j, so its weights
-    (e.g. 30000 in the CRD benchmark at B = 64) correspond to about weight / B here.
+    The authors' code keeps j = i in the normalisation (K_ii = 1) and averages over all B^2
+    entries. With lambda_i = S_i / (1 + S_i), S_i = sum_{k != i} K_ik, its value is exactly
+    (1 / B^2) sum_i [lambda^t_i KL_i + KL(Bern(lambda^t_i) || Bern(lambda^s_i))], KL_i the terms
+    averaged here; the Bernoulli part is small, so a weight w there is about w * lambda / B here,
+    lambda in [(B - 1) / (B + 1), (B - 1) / B] for non-negative features (B = 64: the CRD
+    benchmark's 30000 is about 455-460). See docs/methods/feature.md.
     """
 
     @validated

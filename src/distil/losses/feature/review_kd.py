@@ -32,7 +32,9 @@ def hcl_loss(
 ) -> Tensor:
     """(MSE + sum_l w_l MSE(pool_l(s), pool_l(t))) / (1 + sum_l w_l), w = 1/2, 1/4, ...
 
-    Levels not smaller than the map (l >= H or l >= W) are skipped, as in the authors' code.
+    A level counts only if it is smaller than both sides (l < H and l < W). The authors' code
+    assumes square maps and tests the height only (l >= H is skipped): on a map with W < H it also
+    "pools" to l x l with W <= l < H, stretching the width. Square maps give the same value.
 
     Args:
         student_feature, teacher_feature: (B, C, H, W), same shape; the teacher's is detached.

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distil.errors import ConfigError
-from distil.losses.base import LOSSES, check_pair, weighted_mean
+from distil.losses.base import IGNORE_INDEX, LOSSES, check_pair, class_labels, weighted_mean
 from distil.losses.response.hinton import softened_kl
 from distil.teacher import CallableTeacher, FrozenTeacher, TeacherEnsemble, as_logits
 from distil.types import NonNegative, Positive, validated
@@ -57,11 +57,21 @@ def input_gradient(model: nn.Module, x: Tensor, v: Tensor, *, create_graph: bool
 
 
 def projection_vectors(teacher_out: Tensor, labels: Tensor | None, projection: str) -> Tensor:
-    """(B, C): v ~ N(0, I) per sample (Sobolev), or one-hot of the label (teacher's argmax if none)."""
+    """(B, C): v ~ N(0, I) per sample (Sobolev), or one-hot of the label (teacher's argmax if none).
+
+    The label only picks which output's gradient is matched, so an unlabelled row (-100) uses the
+    teacher's argmax, as a batch without labels does: the row keeps its Jacobian term instead of
+    dropping out of it.
+    """
     if projection == "random":
         return torch.randn_like(teacher_out)
-    index = labels if labels is not None else teacher_out.argmax(-1)
-    return F.one_hot(index.long(), teacher_out.shape[-1]).to(teacher_out.dtype)
+    guess = teacher_out.argmax(-1)
+    if labels is None:
+        index = guess
+    else:
+        labels = class_labels(labels, teacher_out, "jacobian", against="the teacher output").to(guess.device)
+        index = torch.where(labels == IGNORE_INDEX, guess, labels.long())
+    return F.one_hot(index, teacher_out.shape[-1]).to(teacher_out.dtype)
 
 
 def _unit(g: Tensor) -> Tensor:
@@ -108,7 +118,8 @@ def jacobian_loss(
 
     Args:
         inputs: (B, ...) float model inputs. student, teacher: networks (teacher may be a FrozenTeacher).
-        labels: (B,) used by projection="target" (else the teacher's argmax is the target).
+        labels: (B,) used by projection="target"; where a label is -100, or with no labels, the
+            teacher's argmax is the target.
         v: (B, C) projection, overriding `projection` (for tests and custom schemes).
         student_logits, teacher_logits: (B, C) outputs of the main forward for l_out; if None,
             those of the loss's own forwards are used.

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distil.losses.base import LOSSES, check_pair, kl_from_log_probs, require_labels, weighted_mean
+from distil.losses.base import IGNORE_INDEX, LOSSES, check_pair, class_labels, kl_from_log_probs, labelled_mean
 from distil.types import NonNegative, Positive, validated
 
 
@@ -29,13 +29,19 @@ def dkd_loss(
 
     TCKD = KL(b_t || b_s) with b = [p_target, 1 - p_target]; NCKD = KL(p~_t || p~_s) with p~ the
     softmax over non-target classes only. Both use softened probabilities and are scaled by T^2.
+
+    Both terms are defined by the gold class, so unlabelled rows (label -100) are left out: the
+    loss is a mean over the labelled rows (weighted by `sample_weight`), and 0 with a zero
+    gradient when no row is labelled. Add a label-free term (e.g. `hinton_kd`) for transfer sets.
+    The authors' code has no unlabelled rows.
     """
     if temperature <= 0:
         raise ValueError(f"temperature: must be > 0, got {temperature}")
     check_pair(student_logits, teacher_logits)
-    labels = require_labels(labels, "dkd")
+    labels = class_labels(labels, student_logits, "dkd")
     zs, zt = student_logits.float() / temperature, teacher_logits.float() / temperature
-    target = F.one_hot(labels, zs.shape[-1]).bool()
+    # Unlabelled rows get a dummy class 0, so every value stays finite; labelled_mean drops them.
+    target = F.one_hot(labels.masked_fill(labels == IGNORE_INDEX, 0), zs.shape[-1]).bool()
 
     def binary(z: Tensor) -> Tensor:  # log [p_target, p_rest], computed stably via logsumexp
         all_lse = z.logsumexp(-1)
@@ -48,7 +54,7 @@ def dkd_loss(
 
     tckd = kl_from_log_probs(binary(zt), binary(zs))
     nckd = kl_from_log_probs(non_target(zt), non_target(zs).masked_fill(target, 0.0))
-    return weighted_mean((alpha * tckd + beta * nckd) * temperature**2, sample_weight)
+    return labelled_mean((alpha * tckd + beta * nckd) * temperature**2, labels, sample_weight)
 
 
 @LOSSES.register("dkd")

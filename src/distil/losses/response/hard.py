@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distil.losses.base import LOSSES, labelled_mean, require_labels, weighted_mean
+from distil.losses.base import LOSSES, class_labels, labelled_mean, regression_targets, weighted_mean
 from distil.types import Fraction, validated
 
 
@@ -19,7 +19,7 @@ class CrossEntropy(nn.Module):
         self.label_smoothing = label_smoothing
 
     def forward(self, student_logits: Tensor, labels: Tensor | None, sample_weight=None) -> Tensor:
-        labels = require_labels(labels, "cross_entropy")
+        labels = class_labels(labels, student_logits, "cross_entropy")
         per_sample = F.cross_entropy(
             student_logits.float(), labels, reduction="none", label_smoothing=self.label_smoothing
         )
@@ -31,11 +31,5 @@ class MSE(nn.Module):
     """Mean squared error to regression targets."""
 
     def forward(self, student_logits: Tensor, labels: Tensor | None, sample_weight=None) -> Tensor:
-        labels = require_labels(labels, "mse")
-        if student_logits.numel() != labels.numel():
-            raise ValueError(
-                f"mse: predictions of shape {tuple(student_logits.shape)} do not match targets of "
-                f"shape {tuple(labels.shape)}"
-            )
-        pred = student_logits.float().reshape(labels.shape)
-        return weighted_mean((pred - labels.float()) ** 2, sample_weight)
+        y = regression_targets(labels, student_logits, "mse")
+        return weighted_mean((student_logits.float() - y) ** 2, sample_weight)

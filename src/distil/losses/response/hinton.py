@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distil.losses.base import LOSSES, check_pair, kl_from_log_probs, labelled_mean, require_labels, weighted_mean
+from distil.losses.base import LOSSES, check_pair, class_labels, kl_from_log_probs, labelled_mean, weighted_mean
 from distil.types import Fraction, Positive, validated
 
 
@@ -32,7 +32,8 @@ def hinton_kd_loss(
 
     The T^2 factor keeps the soft term's gradient magnitude independent of T (Hinton et al., sec. 2).
     `alpha` weighs the hard-label term: alpha=1 is plain cross-entropy, alpha=0 pure distillation.
-    Unlabelled samples (label -100, e.g. an augmented transfer set) count in the soft term only.
+    Unlabelled samples (label -100, e.g. an augmented transfer set) count in the soft term only:
+    the CE is a mean over the labelled samples, and 0 (zero gradient) when the batch has none.
 
     Args:
         student_logits, teacher_logits: (B, C).
@@ -47,7 +48,7 @@ def hinton_kd_loss(
     soft = (1 - alpha) * temperature**2 * weighted_mean(softened_kl(student_logits, teacher_logits, temperature), sample_weight)
     if alpha == 0:
         return soft
-    labels = require_labels(labels, "hinton_kd with alpha > 0")
+    labels = class_labels(labels, student_logits, "hinton_kd", why="hinton_kd with alpha > 0")
     hard = F.cross_entropy(student_logits.float(), labels, reduction="none")  # 0 where labels == -100
     return soft + alpha * labelled_mean(hard, labels, sample_weight)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distil.losses.base import LOSSES, check_pair, require_labels, weighted_mean
+from distil.losses.base import LOSSES, check_pair, class_labels, labelled_mean, weighted_mean
 from distil.losses.response.hinton import softened_kl
 from distil.types import Fraction, Positive, validated
 
@@ -45,7 +45,9 @@ def logit_standardization_kd_loss(
     Args:
         student_logits, teacher_logits: (B, C), C >= 2.
         labels: (B,) class indices; needed only when alpha > 0 (the CE uses the raw logits).
-        sample_weight: optional (B,).
+            As in `hinton_kd_loss`, the CE is a mean over labelled samples only (label -100 rows
+            count in the KL term), and 0 with a zero gradient when no sample is labelled.
+        sample_weight: optional (B,), in both means.
     Minimum 0 when the standardised logits agree (e.g. teacher = a * student + b, a > 0).
     """
     if temperature <= 0:
@@ -56,12 +58,12 @@ def logit_standardization_kd_loss(
     if student_logits.shape[-1] < 2:
         raise ValueError(f"logit_standardization: must get at least 2 classes, got {student_logits.shape[-1]}")
     z_s, z_t = standardize_logits(student_logits), standardize_logits(teacher_logits.detach())
-    soft = softened_kl(z_s, z_t, temperature)
-    per_sample = (1 - alpha) * temperature**2 * soft
-    if alpha > 0:
-        labels = require_labels(labels, "logit_standardization with alpha > 0")
-        per_sample = per_sample + alpha * F.cross_entropy(student_logits.float(), labels, reduction="none")
-    return weighted_mean(per_sample, sample_weight)
+    soft = (1 - alpha) * temperature**2 * weighted_mean(softened_kl(z_s, z_t, temperature), sample_weight)
+    if alpha == 0:
+        return soft
+    labels = class_labels(labels, student_logits, "logit_standardization", why="logit_standardization with alpha > 0")
+    hard = F.cross_entropy(student_logits.float(), labels, reduction="none")  # 0 where labels == -100
+    return soft + alpha * labelled_mean(hard, labels, sample_weight)
 
 
 @LOSSES.register("logit_standardization")

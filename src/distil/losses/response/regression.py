@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from distil.losses.base import LOSSES, check_pair, require_labels, weighted_mean
+from distil.losses.base import LOSSES, check_pair, regression_targets, weighted_mean
 from distil.types import Fraction, validated
 
 
@@ -22,14 +22,18 @@ def regression_kd_loss(
     alpha: float = 0.0,
     sample_weight: Tensor | None = None,
 ) -> Tensor:
-    """alpha * MSE(y_s, y) + (1 - alpha) * MSE(y_s, y_t); outputs (B, D) or (B,)."""
+    """alpha * MSE(y_s, y) + (1 - alpha) * MSE(y_s, y_t); outputs (B, D) or (B,).
+
+    `labels` holds one target per output value. Regression targets have no "unlabelled" marker
+    (-100 is a valid target), so every sample counts in both terms.
+    """
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha: must be in [0, 1], got {alpha}")
     check_pair(student_out, teacher_out, "outputs")
     s = student_out.float()
     per_sample = (1 - alpha) * (s - teacher_out.float()).pow(2).reshape(s.shape[0], -1).mean(1)
     if alpha > 0:
-        y = require_labels(labels, "regression_kd with alpha > 0").float().reshape(s.shape)
+        y = regression_targets(labels, s, "regression_kd", why="regression_kd with alpha > 0")
         per_sample = per_sample + alpha * (s - y).pow(2).reshape(s.shape[0], -1).mean(1)
     return weighted_mean(per_sample, sample_weight)
 

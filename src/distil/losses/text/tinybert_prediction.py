@@ -4,6 +4,11 @@ Jiao et al., "TinyBERT: Distilling BERT for Natural Language Understanding", Fin
 (arXiv:1909.10351), eq. 10. Unlike `soft_target_ce` it is not scaled by t^2: the paper uses t = 1
 and this keeps its numbers. It is the second stage after the intermediate-layer terms (use
 `Term(start_epoch=...)` to stage them).
+
+distil sums over the classes, as eq. 10 does; the authors' task_distill.py takes `.mean()` over
+batch and classes, so this value (and its gradient) is C times theirs: a weight w there is w / C
+here (w / 2 for SST-2). Their Adam-type optimizer makes the scale matter little when this term
+trains alone; it matters when it is mixed with other terms.
 """
 
 from __future__ import annotations
