@@ -35,12 +35,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from distil.batch import in_memory_columns
 from distil.cache.views import ViewAugment, view_table
-from distil.checkpoint import atomic_write_text
 from distil.errors import DistilError
+from distil.integrity import DamagedFileError, atomic_write, atomic_write_text, inside, read_json, sha256_file
 from distil.teacher import FrozenTeacher, as_logits, call_model
 
 FORMAT, VERSION = "distil-vision-teacher-cache", 1
 FILE = "teacher_outputs.safetensors"
+MANIFEST_KEYS = {"teacher", "data", "num_views", "num_classes", "augmentation", "seed", "file", "file_bytes", "file_sha256"}
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -135,26 +136,6 @@ def dataset_fingerprint(dataset: Dataset, batch_size: int = 512, num_workers: in
     return h.result()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _save_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
-    """safetensors written to a temporary name, fsynced, then renamed over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _settings(teacher_fp: str, net: nn.Module, num_views: int, seed: int, augment: ViewAugment,
               dtype: str, autocast: torch.dtype | None) -> dict[str, Any]:
     """The manifest fields that identify a cache, apart from the data."""
@@ -189,7 +170,7 @@ def build_vision_cache(
     net, root = _net(teacher), Path(path)
     settings = _settings(teacher_fingerprint(net), net, num_views, seed, augment, dtype, autocast)
     if (root / "manifest.json").is_file():
-        old = json.loads((root / "manifest.json").read_text())
+        old = _old_manifest(root, overwrite)
         if not overwrite:
             changed = _changes(old, settings)
             if changed:
@@ -202,14 +183,27 @@ def build_vision_cache(
     root.mkdir(parents=True, exist_ok=True)
     logits, views, data = _run_teacher(net, dataset, augment, num_views, seed, batch_size, num_workers, device,
                                        autocast, on_batch)
-    _save_tensors(root / FILE, {"logits": logits.to(DTYPES[dtype]).contiguous(), "views": torch.from_numpy(views)})
+    tensors = {"logits": logits.to(DTYPES[dtype]).contiguous(), "views": torch.from_numpy(views)}
+    atomic_write(root / FILE, lambda tmp: save_file(tensors, str(tmp)))
     size = (root / FILE).stat().st_size
     manifest = settings | {
         "data": data, "num_classes": logits.shape[-1], "file": FILE, "file_bytes": size,
-        "file_sha256": _sha256_file(root / FILE), "bytes_per_sample": size / max(1, data["num_samples"]),
+        "file_sha256": sha256_file(root / FILE), "bytes_per_sample": size / max(1, data["num_samples"]),
     }
     atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
     return VisionTeacherCache(root, dataset, teacher, data_fingerprint=data["fingerprint"])
+
+
+def _old_manifest(root: Path, overwrite: bool) -> dict[str, Any]:
+    """The manifest of the cache already at `root`; an unreadable one counts as stale (a run's own
+    cache is then rebuilt), or as nothing when it is being overwritten anyway."""
+    try:
+        old = read_json(root / "manifest.json", "vision cache manifest")
+    except DamagedFileError as e:
+        if overwrite:
+            return {}
+        raise StaleCacheError(str(e), "has an unreadable manifest.json") from None
+    return old if isinstance(old, dict) else {}
 
 
 @torch.no_grad()
@@ -291,11 +285,15 @@ class VisionTeacherCache(Dataset):
         if not file.is_file():
             raise DistilError(f"{self.path} is not a complete vision teacher cache (no manifest.json); "
                               "build it with build_vision_cache")
-        m = json.loads(file.read_text())
-        if m.get("format") != FORMAT or m.get("version") != VERSION:
+        try:
+            m = read_json(file, "vision cache manifest")
+        except DamagedFileError as e:
+            raise StaleCacheError(str(e), "has an unreadable manifest.json") from None
+        if not isinstance(m, dict) or m.get("format") != FORMAT or m.get("version") != VERSION \
+                or not MANIFEST_KEYS <= set(m) or not isinstance(m["teacher"], dict) or not isinstance(m["data"], dict):
             raise StaleCacheError(f"{file} is not a {FORMAT} v{VERSION} manifest", f"is not a {FORMAT} v{VERSION} cache")
-        data = self.path / m["file"]
-        if not data.is_file() or data.stat().st_size != m["file_bytes"] or _sha256_file(data) != m["file_sha256"]:
+        data = inside(self.path, m.get("file"), f"{file}: file")
+        if not data.is_file() or data.stat().st_size != m.get("file_bytes") or sha256_file(data) != m.get("file_sha256"):
             raise StaleCacheError(f"vision cache {self.path}: {m['file']} is missing or was modified; rebuild the cache",
                                   f"has a missing or modified {m['file']}")
         return m

@@ -34,12 +34,15 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from distil.batch import batch_gatherer
 from distil.errors import DistilError
+from distil.integrity import DamagedFileError, atomic_write, atomic_write_text, inside, read_json, sha256_file
 from distil.lm.tokens import pad_batch
 from distil.lm.topk import pack_topk
 from distil.lm.vocab import model_fingerprint, tokenizer_fingerprint, unwrap, vocab_size
 from distil.teacher import as_logits
 
 FORMAT, VERSION = "distil-teacher-topk-cache", 1
+MANIFEST_KEYS = {"teacher", "data_fingerprint", "num_sequences", "tokenizer_fingerprint", "k", "vocab_size",
+                 "temperature", "num_tokens", "shards"}
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -61,21 +64,8 @@ def data_fingerprint(sequences: Sequence[Any]) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through `write(tmp_path)`, then rename over `path` (atomic on POSIX and Windows)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _save_json(path: Path, obj: dict) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2)))
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 class _ShardWriter:
@@ -102,9 +92,9 @@ class _ShardWriter:
         name = f"shard-{len(self.entries):05d}.safetensors"
         tensors = {k: torch.cat(v).contiguous() for k, v in self.rows.items()}
         tensors["lengths"] = torch.tensor(self.lengths, dtype=torch.int64)
-        _atomic_write(self.root / name, lambda tmp: save_file(tensors, str(tmp)))
-        self.entries.append({"file": name, "first_sequence": self.next_sequence,
-                             "num_sequences": len(self.lengths), "num_tokens": sum(self.lengths)})
+        atomic_write(self.root / name, lambda tmp: save_file(tensors, str(tmp)))
+        self.entries.append({"file": name, "first_sequence": self.next_sequence, "num_sequences": len(self.lengths),
+                             "num_tokens": sum(self.lengths), "sha256": sha256_file(self.root / name)})
         self.next_sequence += len(self.lengths)
         self.rows = {k: [] for k in self.rows}
         self.lengths = []
@@ -155,7 +145,13 @@ def build_teacher_cache(
         "k": k, "vocab_size": vocab, "temperature": float(temperature), "dtype": dtype,
     }
     if (root / "manifest.json").exists():
-        old = json.loads((root / "manifest.json").read_text())
+        try:
+            old = read_json(root / "manifest.json", "teacher cache manifest")
+        except DamagedFileError:
+            if not overwrite:
+                raise
+            old = {}
+        old = old if isinstance(old, dict) else {}
         if all(old.get(key) == value for key, value in manifest.items()):
             return TeacherCache(root, sequences, tokenizer=tokenizer)
         if not overwrite:
@@ -164,8 +160,8 @@ def build_teacher_cache(
                 "pass overwrite=True to replace it or choose another path"
             )
         (root / "manifest.json").unlink()  # first, so the old shards stop counting as a cache
-        for entry in old.get("shards", []):
-            (root / entry["file"]).unlink(missing_ok=True)
+        for old_shard in root.glob("shard-*.safetensors"):  # by pattern: never a name the manifest gives
+            old_shard.unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     writer = _ShardWriter(root, DTYPES[dtype], shard_tokens)
     _run_teacher(unwrap(teacher), sequences, writer, k=k, temperature=temperature, batch_size=batch_size,
@@ -223,12 +219,18 @@ class TeacherCache(IterableDataset):
         file = self.path / "manifest.json"
         if not file.exists():
             raise DistilError(f"{self.path} is not a complete teacher cache (no manifest.json); build it with build_teacher_cache")
-        manifest = json.loads(file.read_text())
-        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        manifest = read_json(file, "teacher cache manifest")
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION \
+                or not MANIFEST_KEYS <= set(manifest) or not isinstance(manifest["teacher"], dict) \
+                or not isinstance(manifest["shards"], list) or not all(isinstance(e, dict) for e in manifest["shards"]):
             raise DistilError(f"{file} is not a {FORMAT} v{VERSION} manifest")
-        missing = [e["file"] for e in manifest["shards"] if not (self.path / e["file"]).exists()]
-        if missing:
-            raise DistilError(f"teacher cache {self.path} is missing shard files: {', '.join(missing)}")
+        for entry in manifest["shards"]:
+            shard = inside(self.path, entry.get("file"), f"{file}: shard file")
+            if not shard.is_file():
+                raise DistilError(f"teacher cache {self.path} is missing its shard file {entry['file']}")
+            if "sha256" in entry and sha256_file(shard) != entry["sha256"]:
+                raise DamagedFileError(f"teacher cache {self.path}: {entry['file']} is damaged (checksum mismatch); "
+                                       "rebuild the cache")
         return manifest
 
     def _verify(self, sequences, tokenizer, teacher, student) -> None:
