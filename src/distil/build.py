@@ -17,31 +17,48 @@ from torch.utils.data import TensorDataset
 from distil.batch import split_batch
 from distil.cache.recipe import check_teacher_cache
 from distil.checkpoint import load_weights
-from distil.config import LossConfig, ModelConfig, Recipe, format_errors
+from distil.config import FollowerConfig, LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, format_errors
 from distil.data import DATASETS, DataBundle
 from distil.data.base import check_label_range
 from distil.distiller import TEACHER_INPUTS, Distiller, Term, loss_inputs
-from distil.errors import ConfigError
+from distil.errors import ConfigError, DistilError
 from distil.evaluate import eval_mode
 from distil.lm.generation import OnPolicy
 from distil.losses import LOSSES
 from distil.models import MODELS
+from distil.registry import Registry
+from distil.taps import resolve
+from distil.roles import Follower, Peer
 from distil.teacher import TeacherEnsemble, as_logits
+
+
+MAX_PARAMETERS = 2**32  # 16 GB of float32 weights: a model built from numbers beyond this is a typo
 
 
 def _call(factory: Callable, options: dict[str, Any], field: str) -> Any:
     try:
         return factory(**options)
+    except DistilError:  # already names what to fix
+        raise
     except ValidationError as e:
-        raise ConfigError(format_errors(e, field)) from None
+        raise ConfigError(format_errors(e, field, options)) from None
     except TypeError as e:  # unvalidated factories: unknown or missing keyword
         raise ConfigError(f"{field}: {e}") from None
     except ValueError as e:
         raise ConfigError(f"{field}: {e}") from None
 
 
-def build_data(recipe: Recipe) -> DataBundle:
-    bundle = _call(DATASETS.get(recipe.data.name), recipe.data.params, "data.params")
+def _lookup(registry: Registry, name: str, field: str) -> Callable:
+    """A registered factory; the error for an unknown name says which recipe field holds it."""
+    try:
+        return registry.get(name)
+    except ConfigError as e:
+        raise ConfigError(f"{field}: {e}") from None
+
+
+def build_data(recipe: Recipe, field: str = "data.params") -> DataBundle:
+    """The recipe's data set; `field` names the options in errors (teacher.data_params for a teacher's)."""
+    bundle = _call(_lookup(DATASETS, recipe.data.name, "data.name"), recipe.data.params, field)
     if bundle.task != recipe.task:
         raise ConfigError(f"task: data set {recipe.data.name!r} is for {bundle.task}, recipe says {recipe.task}")
     check_labels(bundle)
@@ -61,7 +78,7 @@ def check_labels(bundle: DataBundle) -> None:
 def build_model(cfg: ModelConfig, bundle: DataBundle, field: str) -> nn.Module:
     """Call the registered factory; `input_shape`, `num_classes` and the data's `model_kwargs`
     (e.g. `vocab_size`) are filled in when the factory takes them and the recipe does not set them."""
-    factory = MODELS.get(cfg.model)
+    factory = _lookup(MODELS, cfg.model, f"{field}.model")
     options = dict(cfg.params)
     accepted = inspect.signature(factory).parameters
     if "input_shape" in accepted:
@@ -71,20 +88,45 @@ def build_model(cfg: ModelConfig, bundle: DataBundle, field: str) -> nn.Module:
     for key, value in bundle.model_kwargs.items():
         if key in accepted:
             options.setdefault(key, value)
+    _check_input_shape(cfg, accepted, bundle, field)
+    _check_size(factory, options, f"{field}.params")
     model = _call(factory, options, f"{field}.params")
     if cfg.checkpoint:
-        load_weights(model, cfg.checkpoint)
+        try:
+            load_weights(model, cfg.checkpoint)
+        except DistilError as e:  # the file's own problem (missing, damaged, other shapes): say which field
+            raise ConfigError(f"{field}.checkpoint: {e}") from None
     return model
 
 
+def _check_input_shape(cfg: ModelConfig, accepted: Any, bundle: DataBundle, field: str) -> None:
+    """`input_shape` comes from the data; one set by hand must agree with it."""
+    given = cfg.params.get("input_shape")
+    if "input_shape" in accepted and isinstance(given, (list, tuple)) and tuple(given) != tuple(bundle.input_shape):
+        raise ConfigError(f"{field}.params.input_shape: the data's inputs have shape {tuple(bundle.input_shape)}, "
+                          f"got {list(given)}; leave it out to take the data's")
+
+
+def _check_size(factory: Callable, options: dict[str, Any], field: str) -> None:
+    """Build the model on the meta device first (no memory, no initialisation), so that a typo'd
+    width is refused at once instead of allocating (or hanging on) billions of weights."""
+    if "path" in inspect.signature(factory).parameters:  # a saved model: its size is the file's
+        return
+    with torch.device("meta"):
+        model = _call(factory, options, field)
+    count = sum(p.numel() for p in model.parameters())
+    if count > MAX_PARAMETERS:
+        raise ConfigError(f"{field}: the model would have {count:,} parameters, more than {MAX_PARAMETERS:,} "
+                          f"({4 * MAX_PARAMETERS / 1e9:.0f} GB of float32); check its sizes")
+
+
 def check_outputs(models: dict[str, nn.Module], bundle: DataBundle) -> None:
-    """One probe forward: every model must produce `num_outputs` values per sample."""
+    """One probe forward: every model must read the data's inputs and produce `num_outputs` values per sample."""
     x = split_batch(bundle.train[0])["inputs"]
     if not isinstance(x, torch.Tensor):
         return  # dict inputs (text) are checked by the losses
     for name, model in models.items():
-        with torch.no_grad(), eval_mode(model):
-            out = as_logits(model(x.unsqueeze(0)))
+        out = _probe(model, x, name)
         if out.shape[-1] != bundle.num_outputs:
             raise ConfigError(
                 f"{name} predicts {out.shape[-1]} outputs per sample but the data has {bundle.num_outputs} "
@@ -92,46 +134,170 @@ def check_outputs(models: dict[str, nn.Module], bundle: DataBundle) -> None:
             )
 
 
+def _probe(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
+    try:
+        with torch.no_grad(), eval_mode(model):
+            return as_logits(model(x.unsqueeze(0)))
+    except RuntimeError as e:  # torch's shape errors: this model cannot read these inputs
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{name}: cannot read the data's inputs of shape {tuple(x.shape)} ({first}); "
+                          f"pick a model for them or change data.params") from None
+
+
 def build_losses(configs: list[LossConfig]) -> dict[str, Term]:
     terms: dict[str, Term] = {}
     for i, cfg in enumerate(configs):
-        loss = _call(LOSSES.get(cfg.name), cfg.options, f"losses[{i}]")
+        loss = _call(_lookup(LOSSES, cfg.name, f"losses[{i}].name"), cfg.options, f"losses[{i}]")
         name = cfg.name if cfg.name not in terms else f"{cfg.name}_{i}"
         terms[name] = Term(
             loss, cfg.weight, cfg.student_layers, cfg.teacher_layers,
             cfg.warmup_epochs, cfg.start_epoch, cfg.end_epoch if cfg.end_epoch is not None else float("inf"),
+            student=cfg.student, teacher=cfg.teacher,
         )
     return terms
 
 
-def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module]) -> Distiller:
+def build_companion(cfg: PeerConfig | FollowerConfig, bundle: DataBundle, name: str) -> Peer | Follower | None:
+    """A `models:` entry as the Distiller takes it: a Peer (built fresh) or a Follower; None for a
+    frozen teacher, which the pipeline loads or trains like the recipe's teacher."""
+    if isinstance(cfg, FollowerConfig):
+        return Follower(of=cfg.follows, decay=cfg.decay, every_steps=cfg.every_steps)
+    if cfg.trainable:
+        if cfg.checkpoint or cfg.pretrained or cfg.epochs or cfg.cache is not None:
+            raise ConfigError(f"models.{name}: a peer (trainable: true) trains with the student from its own start; "
+                              "checkpoint, pretrained, epochs and cache are for frozen teachers")
+        return Peer(build_model(cfg, bundle, f"models.{name}"))
+    return None
+
+
+def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module],
+                    frozen: dict[str, nn.Module] | None = None) -> Distiller:
+    """The run's Distiller: student, teacher(s), the recipe's terms and its further `models`:
+    peers and followers built here, after the student (so its initial weights depend on the seed
+    alone, as in a run without them), frozen ones given by name (loaded by the pipeline)."""
     student = build_model(recipe.student, bundle, "student")
+    models = {name: build_companion(cfg, bundle, name) or (frozen or {})[name] for name, cfg in recipe.models.items()}
     check_outputs({"student": student, **{f"teacher{'' if len(teachers) == 1 else f'[{i}]'}": t for i, t in enumerate(teachers)}}, bundle)
-    teacher: nn.Module | None = teachers[0] if len(teachers) == 1 else None
-    if len(teachers) > 1:
-        combine = "probs" if recipe.task == "classification" else "mean"
-        teacher = TeacherEnsemble(teachers, [t.weight for t in recipe.teachers], combine)
+    teacher = combine_teachers(recipe, teachers)
     on_policy = None
     if recipe.on_policy is not None:
         pad = getattr(getattr(student, "config", None), "pad_token_id", None)
         on_policy = OnPolicy(**recipe.on_policy.model_dump(), pad_token_id=0 if pad is None else pad)
     return Distiller(student, teacher, build_losses(recipe.losses), model_inputs=recipe.model_inputs,
-                     on_policy=on_policy)
+                     on_policy=on_policy, models=models, update_order=recipe.update_order)
+
+
+def combine_teachers(recipe: Recipe, teachers: list[nn.Module]) -> nn.Module | None:
+    """The recipe's teacher: the one model, or its teachers averaged with their weights."""
+    if len(teachers) <= 1:
+        return teachers[0] if teachers else None
+    weights = [t.weight for t in recipe.teachers] if len(recipe.teachers) == len(teachers) else None
+    return TeacherEnsemble(teachers, weights, "probs" if recipe.task == "classification" else "mean")
+
+
+def check_model_names(recipe: Recipe) -> None:
+    """Every model a term or follower names exists, and learners are trained models: one line
+    naming the models there are."""
+    trained = ["student", *(n for n, m in recipe.models.items() if isinstance(m, PeerConfig) and m.trainable)]
+    known = trained + (["teacher"] if recipe.teachers else []) + [n for n in recipe.models if n not in trained]
+    for name, cfg in recipe.models.items():
+        if isinstance(cfg, FollowerConfig) and cfg.follows not in trained:
+            raise ConfigError(f"models.{name}.follows: {cfg.follows!r} is not a trained model; trained models: "
+                              f"{', '.join(trained)}")
+    for i, cfg in enumerate(recipe.losses):
+        if cfg.student not in trained:
+            raise ConfigError(f"losses[{i}].student: {cfg.student!r} is not a trained model; trained models: "
+                              f"{', '.join(trained)} (a peer needs trainable: true)")
+        for teacher in [cfg.teacher] if isinstance(cfg.teacher, str) else cfg.teacher:
+            if teacher != "teacher" and teacher not in known:
+                raise ConfigError(f"losses[{i}].teacher: {teacher!r} is not a model of this recipe; models: "
+                                  f"{', '.join(known)}")
+            if teacher == cfg.student:
+                raise ConfigError(f"losses[{i}].teacher: {teacher!r} cannot teach itself")
+    if recipe.chain is not None and (recipe.models or not recipe.teachers):
+        raise ConfigError("chain: each stage trains one student from the one before, starting from the teacher: "
+                          "give a teacher, and no models")
 
 
 def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
-    """Build what can be built cheaply (student, losses, teachers with weights) so that every
-    recipe mistake surfaces before a single training step, and before the run folder is touched."""
-    build_model(recipe.student, bundle, "student")
+    """Build what can be built cheaply (student, losses, every teacher, a teacher's own data) and
+    run each model once on a sample, so that every recipe mistake surfaces before a single
+    training step, and before the run folder is touched."""
+    models = {"student": build_model(recipe.student, bundle, "student")}
+    check_model_names(recipe)
     terms = build_losses(recipe.losses)
     for i, term in enumerate(terms.values()):
-        if not recipe.teachers and TEACHER_INPUTS & set(loss_inputs(term.loss)):
+        reads_teacher = TEACHER_INPUTS & set(loss_inputs(term.loss)) and "teacher" in term.teachers
+        if not recipe.teachers and reads_teacher:
             raise ConfigError(f"losses[{i}]: {recipe.losses[i].name} learns from a teacher; add a `teacher:` section")
+    for name, cfg in recipe.models.items():
+        if isinstance(cfg, PeerConfig) and not cfg.trainable:
+            models[f"models.{name}"] = check_teacher(recipe, cfg, bundle, f"models.{name}")
+        elif isinstance(cfg, PeerConfig):
+            models[f"models.{name}"] = build_companion(cfg, bundle, name).module
+    for i, stage in enumerate(recipe.chain.stages(recipe.student) if recipe.chain else []):
+        models[f"chain.assistants[{i}]"] = build_model(stage, bundle, f"chain.assistants[{i}]")
     check_teacher_cache(recipe, bundle, terms)
     if recipe.on_policy is not None and recipe.task != "language_modeling":
         raise ConfigError(f"on_policy: needs task language_modeling (the student writes text), got {recipe.task}")
     if recipe.on_policy is not None and any(t.cache is not None for t in recipe.teachers):
         raise ConfigError("on_policy: the student's own text needs the live teacher to score it; remove teacher.cache")
     for i, teacher in enumerate(recipe.teachers):
-        if teacher.checkpoint and not teacher.pretrained:
-            build_model(teacher, bundle, "teacher" if len(recipe.teachers) == 1 else f"teacher[{i}]")
+        field = "teacher" if not isinstance(recipe.teacher, list) else f"teacher[{i}]"
+        models[field] = check_teacher(recipe, teacher, bundle, field)
+    check_outputs(models, bundle)
+    check_taps(recipe.losses, terms, models)
+
+
+def check_taps(configs: list[LossConfig], terms: dict[str, Term], models: dict[str, nn.Module]) -> None:
+    """Feature losses compare tapped layers: they must be named, and exist in the models (the
+    Distiller would find out at the first training step, after the teacher was trained)."""
+    for i, (cfg, term) in enumerate(zip(configs, terms.values())):
+        needs = set(loss_inputs(term.loss))
+        for side, model in (("student", cfg.student), ("teacher", cfg.teacher)):
+            layers = getattr(cfg, f"{side}_layers")
+            if f"{side}_features" in needs and not layers:
+                raise ConfigError(f"losses[{i}].{side}_layers: {cfg.name} compares {side} features; name the layers "
+                                  "to tap (`distil inspect MODEL` lists them)")
+            ensemble = not isinstance(model, str) or (model == "teacher" and "teacher[0]" in models)
+            if layers and ensemble:
+                raise ConfigError(f"losses[{i}].{side}_layers: taps need one network as {side}, not an ensemble")
+            key = model if model in ("student", "teacher") else f"models.{model}"
+            if layers and key in models:  # a follower is tapped like the model it follows, at run time
+                try:
+                    resolve(models[key], layers)
+                except ConfigError as e:
+                    raise ConfigError(f"losses[{i}].{side}_layers: {e}") from None
+
+
+def check_teacher(recipe: Recipe, cfg: TeacherConfig, bundle: DataBundle, field: str) -> nn.Module:
+    """The teacher as `distil run` will get it: packaged, loaded from its checkpoint, or (to be
+    trained) built fresh, with its own `data_params` data built and probed too."""
+    if cfg.pretrained:
+        from distil.models.pretrained import load_pretrained
+
+        try:
+            return load_pretrained(cfg.pretrained)
+        except DistilError as e:  # an unknown name, or weights not found
+            raise ConfigError(f"{field}.pretrained: {e}") from None
+    if not cfg.checkpoint and not cfg.epochs:
+        raise ConfigError(f"{field}: set checkpoint (trained weights), pretrained, or epochs (train it first)")
+    model = build_model(cfg, bundle, field)
+    if not cfg.checkpoint and cfg.data_params:
+        own = teacher_data(recipe, cfg, bundle, field)
+        check_outputs({field: model}, own)
+    return model
+
+
+def teacher_data(recipe: Recipe, cfg: TeacherConfig, bundle: DataBundle, field: str) -> DataBundle:
+    """The data a teacher trains on: data.params with its data_params on top. It must have the
+    student's classes and vocabulary, since the trained teacher then scores the student's data."""
+    data = recipe.data.model_copy(update={"params": recipe.data.params | cfg.data_params})
+    own = build_data(recipe.model_copy(update={"data": data}), f"{field}.data_params")
+    if own.num_outputs != bundle.num_outputs:
+        raise ConfigError(f"{field}.data_params: the teacher's data has {own.num_outputs} outputs per sample, the "
+                          f"student's {bundle.num_outputs}; the teacher must predict what the student learns")
+    if own.model_kwargs != bundle.model_kwargs:
+        raise ConfigError(f"{field}.data_params: the teacher's data has {own.model_kwargs}, the student's "
+                          f"{bundle.model_kwargs}; the teacher must read the student's inputs")
+    return own

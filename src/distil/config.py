@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from distil.errors import ConfigError
-from distil.types import Fraction, NonNegative, Positive, PositiveInt
+from distil.types import Fraction, NonNegative, Positive, PositiveInt, Seed
 
 
 class _Strict(BaseModel):
@@ -93,6 +93,9 @@ class LossConfig(BaseModel):
     warmup_epochs: NonNegative = 0.0
     start_epoch: NonNegative = 0.0
     end_epoch: Positive | None = None
+    student: str = Field("student", description="the model that learns from this term")
+    teacher: str | Annotated[list[str], Field(min_length=1)] = Field(
+        "teacher", description="the model (or list of models) whose outputs the term reads as targets")
 
     @property
     def options(self) -> dict[str, Any]:
@@ -119,7 +122,7 @@ class ScheduleConfig(_Strict):
 class TrainConfig(_Strict):
     """How to train: the Trainer's settings, also the top-level fields of a recipe."""
 
-    seed: int = 0
+    seed: Seed = 0
     task: Literal["classification", "regression", "language_modeling"] = "classification"
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -154,6 +157,59 @@ class OnPolicyConfig(_Strict):
     temperature: Positive = Field(1.0, description="sampling temperature of the student's continuations")
 
 
+class PeerConfig(TeacherConfig):
+    """A further model of the run, named in `models:`: a frozen teacher (weights from `checkpoint`
+    or `pretrained`, or trained first for `epochs`), or with `trainable: true` a peer trained
+    alongside the student by its own loss terms (online distillation)."""
+
+    trainable: bool = Field(False, description="train it with the student (a peer) instead of freezing it (a teacher)")
+
+
+class FollowerConfig(_Strict):
+    """A copy of a trained model that follows it after every optimizer step: a moving average
+    (`decay`, the mean teacher) or a snapshot refreshed every `every_steps` steps."""
+
+    follows: str = Field("student", description="the trained model it copies")
+    decay: Annotated[float, Field(ge=0, lt=1)] | None = Field(None, description="moving-average decay (default 0.999)")
+    every_steps: PositiveInt | None = Field(None, description="refresh a plain copy every this many steps instead")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "FollowerConfig":
+        if self.decay is not None and self.every_steps is not None:
+            raise ValueError("give decay (moving average) or every_steps (snapshot), not both")
+        if self.decay is None and self.every_steps is None:
+            self.decay = 0.999
+        return self
+
+
+def _model_kind(value: Any) -> str:
+    return "Follower" if isinstance(value, dict) and "follows" in value else "Model"  # capitalised: not a field
+
+
+ExtraModel = Annotated[
+    Annotated[PeerConfig, Tag("Model")] | Annotated[FollowerConfig, Tag("Follower")], Discriminator(_model_kind)
+]
+
+
+class ChainConfig(_Strict):
+    """Students trained one after another in one run, each taught by the one before: `generations`
+    copies of the student's architecture (born-again networks, Furlanello et al. 2018), or the
+    `assistants` between teacher and student (TAKD, Mirzadeh et al. 2020)."""
+
+    generations: PositiveInt | None = Field(None, description="distillations of the student's architecture, the last one the run's student")
+    assistants: list[ModelConfig] = Field(default_factory=list, description="models between teacher and student, largest first")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "ChainConfig":
+        if (self.generations is None) == (not self.assistants):
+            raise ValueError("give generations (born-again) or assistants (teacher assistants), one of them")
+        return self
+
+    def stages(self, student: ModelConfig) -> list[ModelConfig]:
+        """The models trained before the run's own student, in order."""
+        return [student] * (self.generations - 1) if self.generations is not None else list(self.assistants)
+
+
 class Recipe(TrainConfig):
     """Everything one distillation run needs. `distil run RECIPE --set key=value` overrides fields."""
 
@@ -166,6 +222,23 @@ class Recipe(TrainConfig):
         default_factory=dict, description="extra keyword inputs for both models in distillation steps (not in "
         "evaluation), e.g. {logits_to_keep: 1} so causal LMs skip their full logits under chunked_token_kd"
     )
+    models: dict[str, ExtraModel] = Field(
+        default_factory=dict, description="further named models: frozen teachers, peers (trainable: true) and "
+        "followers (follows: student); loss terms name them in student: / teacher:")
+    update_order: Literal["together", "alternating"] = Field(
+        "together", description="with several trained models: one optimizer step over all, or one per model in turn")
+    chain: ChainConfig | None = Field(None, description="born-again generations or teacher assistants, trained in turn")
+    baseline: bool = Field(False, description="also train the student on hard labels alone (same seed and schedule) "
+                           "and report it beside the distilled one")
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, models: dict[str, Any]) -> dict[str, Any]:
+        for name in models:
+            if name in ("student", "teacher") or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} cannot name a model: use letters, digits and _ ('student' and "
+                                 "'teacher' are the recipe's own sections)")
+        return models
 
     @property
     def teachers(self) -> list[TeacherConfig]:
@@ -178,43 +251,74 @@ class Recipe(TrainConfig):
 
 def _describe(err: dict[str, Any]) -> str:
     """pydantic's error as 'must be > 0, got -2' style text."""
-    ctx, got = err.get("ctx", {}), err.get("input")
+    ctx, got = err.get("ctx", {}), _short(err.get("input"))
     kind = err["type"]
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
         bound = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {bound:g}, got {got!r}"
+        return f"must be {bounds[kind]} {bound if isinstance(bound, int) else format(bound, 'g')}, got {got}"
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         return "unknown option"
     if kind == "missing" or kind == "missing_argument":
         return "required"
     if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}, got {got!r}"
-    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}"
+        return f"must be one of {ctx.get('expected')}, got {got}"
+    return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got}"
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr of an offending value, cut so that a huge list still gives a readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 TYPE_NAMES = {"bool", "int", "float", "str", "dict", "list", "tuple", "none"}  # union branch names in locs
 
 
-def _path(loc: tuple[Any, ...]) -> str:
-    out = ""
+def _path(loc: tuple[Any, ...], data: Any = None) -> str:
+    """`losses[1].temperature` from pydantic's loc. A loc also holds the names of union branches
+    (`TeacherConfig`, `list[...]`, `int`); `data`, the validated input, tells keys from those: a
+    part present in the input is a key, whatever it looks like (`Seed`, `1`)."""
+    out, node = "", data
     for part in loc:
-        if isinstance(part, int):
+        container = node
+        if isinstance(node, dict) and _hashable(part) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+            node = node[part]
+        elif _branch_name(part):
+            continue
+        else:
+            node = None  # a missing field, or below one: nothing left to compare with
+        if isinstance(part, int) and not isinstance(part, bool) and not isinstance(container, dict):
             out += f"[{part}]"
-        elif "[" not in str(part) and str(part) not in TYPE_NAMES and not str(part)[:1].isupper() and not str(part).startswith("function-"):
+        elif not re.fullmatch(r"[^\W\d]\w*", str(part)):  # `data.params[' n']`: a key that is not a plain name
+            out += f"[{part!r}]"
+        else:
             out += f".{part}" if out else str(part)
     return out
 
 
-def format_errors(error: ValidationError, prefix: str = "") -> str:
-    """All problems in a ValidationError, one `field: problem` line each. For a field that accepts
-    several forms (a teacher or a list of teachers), the "wrong form" complaints are dropped when a
-    more specific one exists, or when a deeper field explains them (`teacher.cache.dtype`)."""
+def _hashable(part: Any) -> bool:
+    return isinstance(part, (str, int, float, bool, type(None)))
+
+
+def _branch_name(part: Any) -> bool:
+    """Whether a loc part looks like pydantic's name for a union branch rather than a field."""
+    text = str(part)
+    return isinstance(part, str) and ("[" in text or text in TYPE_NAMES or text[:1].isupper() or text.startswith("function-"))
+
+
+def format_errors(error: ValidationError, prefix: str = "", data: Any = None) -> str:
+    """All problems in a ValidationError, one `field: problem` line each (`data`, the input, tells
+    field names from pydantic's branch names). For a field that accepts several forms (a teacher
+    or a list of teachers), the "wrong form" complaints are dropped when a more specific one
+    exists, or when a deeper field explains them (`teacher.cache.dtype`)."""
     found = []
     for err in error.errors():
-        path = _path(err["loc"])
-        path = f"{prefix}.{path}" if prefix and path else prefix or path
-        found.append((path, err["type"] in WRONG_FORM, f"{path}: {_describe(err)}" if path else _describe(err)))
+        path = _path(err["loc"], data)
+        path = (prefix + ("" if path.startswith("[") else ".") + path) if prefix and path else prefix or path
+        found.append((path, err["type"] in WRONG_FORM, f"{path or 'recipe'}: {_describe(err)}"))  # recipe: a bad top-level key
     specific = {_top(path) for path, wrong_form, _ in found if not wrong_form}
     deeper = {_top(path) for path, _, _ in found if path != _top(path)}
     lines = [line for path, wrong_form, line in found
@@ -229,11 +333,151 @@ def _top(path: str) -> str:
     return re.split(r"[.\[]", path, maxsplit=1)[0]
 
 
+# ----- reading YAML: plain values only, within limits -----
+
+MAX_DEPTH = 50  # nesting levels; real recipes use fewer than 10
+MAX_VALUES = 10_000  # values once aliases are expanded; real recipes have a few hundred
+
+
+class YAMLRefused(yaml.MarkedYAMLError):
+    """YAML that parses but that a recipe may not hold: tags, deep nesting, alias bombs."""
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """`yaml.safe_load` with limits. Explicit tags are refused outright (a recipe holds plain values,
+    and a tag is how YAML asks to run code); nesting and node counts are bounded while composing,
+    which PyYAML does recursively (5,000 levels exhaust Python's stack)."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = self._nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if getattr(event, "tag", None) is not None:
+            raise YAMLRefused(problem=f"the YAML tag {_short_tag(event.tag)} is not allowed: a recipe holds plain "
+                              "values only; remove the tag", problem_mark=event.start_mark)
+        self._depth, self._nodes = self._depth + 1, self._nodes + 1
+        if self._depth > MAX_DEPTH or self._nodes > MAX_VALUES:
+            raise YAMLRefused(problem=_too_big(self._depth > MAX_DEPTH), problem_mark=event.start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _short_tag(tag: str) -> str:
+    return tag.replace("tag:yaml.org,2002:", "!!", 1)
+
+
+def _too_big(deep: bool, expanded: str = "") -> str:
+    if deep:
+        return f"nested more than {MAX_DEPTH} levels deep{expanded}; a recipe needs only a few"
+    return f"more than {MAX_VALUES} values{expanded}; a recipe needs only a few hundred"
+
+
+def _checked_scalar(construct: Any, problem: str) -> Any:
+    """A scalar constructor whose ValueError (a 5,000-digit integer, month 13 of a date) names its line."""
+
+    def wrapped(loader: _RecipeLoader, node: yaml.ScalarNode) -> Any:
+        try:
+            return construct(loader, node)
+        except ValueError as e:
+            text = problem.format(value=_short(node.value, 40), digits=len(node.value), error=e)
+            raise YAMLRefused(problem=text, problem_mark=node.start_mark) from None
+
+    return wrapped
+
+
+_RecipeLoader.add_constructor("tag:yaml.org,2002:int", _checked_scalar(
+    yaml.SafeLoader.construct_yaml_int, "a number of {digits} digits is too long for any field"))
+_RecipeLoader.add_constructor("tag:yaml.org,2002:timestamp", _checked_scalar(
+    yaml.SafeLoader.construct_yaml_timestamp, "{value} is not a date ({error}); quote it to keep it as text"))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Aliases make the node graph a DAG (or a cycle) whose tree can be exponentially large, the
+    "billion laughs": measure the tree (values, depth) without building it, iteratively."""
+    size: dict[int, tuple[int, int]] = {}
+    open_: set[int] = set()  # nodes whose subtree is being measured: meeting one again is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        if finished:
+            kids = [size[id(k)] for k in _children(node)]
+            values, depth = 1 + sum(k[0] for k in kids), 1 + max((k[1] for k in kids), default=0)
+            if values > MAX_VALUES or depth > MAX_DEPTH:
+                raise YAMLRefused(problem=_too_big(depth > MAX_DEPTH, " once its aliases are expanded"),
+                                  problem_mark=node.start_mark)
+            size[id(node)] = (values, depth)
+            open_.discard(id(node))
+        elif id(node) in open_:
+            raise YAMLRefused(problem="an alias refers to a collection that contains it; a recipe cannot be "
+                              "recursive", problem_mark=node.start_mark)
+        elif id(node) not in size:
+            open_.add(id(node))
+            stack.append((node, True))
+            stack.extend((kid, False) for kid in _children(node))
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: 'line 3, column 5: problem (context)'."""
+    if not isinstance(e, yaml.MarkedYAMLError):  # ReaderError: a character YAML does not allow
+        return f"not valid YAML: {str(e).splitlines()[0]}"
+    mark = e.problem_mark or e.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    what = e.problem or e.context or "unreadable"
+    context = f" ({e.context})" if e.context and e.problem else ""
+    return f"{where}{what}{context}" if isinstance(e, YAMLRefused) else f"not valid YAML: {where}{what}{context}"
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """Plain values from YAML text, like `yaml.safe_load` but within limits; every problem is a
+    ConfigError of one line that starts with `source` (a file, or a --set item)."""
+    try:
+        loader = _RecipeLoader(text)  # reading the text already refuses characters YAML does not allow
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: {_yaml_problem(e)}") from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: {_yaml_problem(e)}") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(path: Path, what: str = "recipe") -> Any:
+    """`read_yaml` of a file; a missing, unreadable or non-UTF-8 file is one line too."""
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); a {what} is a YAML text file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror or e})") from None
+    return read_yaml(text, str(path))
+
+
 # ----- loading and overrides -----
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     """Set `a.b[1].c` (or `a.b.1.c`) in nested dicts/lists."""
-    keys = [int(k) if k.isdigit() else k for k in re.split(r"\.|\[|\]", dotted) if k]
+    keys = [int(k) if re.fullmatch("[0-9]+", k) else k for k in re.split(r"\.|\[|\]", dotted) if k]
+    if not keys:
+        raise ConfigError(f"--set {dotted}: name a field, e.g. --set epochs=5")
+    if len(keys) > MAX_DEPTH:
+        raise ConfigError(f"--set {dotted[:40]}...: nested more than {MAX_DEPTH} levels deep; a recipe needs only a few")
     node: Any = tree
     for i, key in enumerate(keys[:-1]):
         try:
@@ -255,19 +499,14 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set epochs=5")
-        pairs.append((key.strip(), yaml.safe_load(raw) if raw else ""))
+        pairs.append((key.strip(), read_yaml(raw, f"--set {key.strip()}") if raw else ""))
     return pairs
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read, override and validate a recipe; every user mistake becomes a ConfigError."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raw = read_yaml_file(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a recipe is a mapping of fields, got {type(raw).__name__}")
     return recipe_from_dict(raw, overrides)
@@ -280,7 +519,7 @@ def recipe_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(format_errors(e)) from None
+        raise ConfigError(format_errors(e, data=raw)) from None
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -114,3 +114,53 @@ def test_errors_inside_a_field_of_several_forms_are_specific(tmp_path):
     result = invoke("validate", recipe)
     assert result.exit_code == 2
     assert error_lines(result) == ["error: teacher.epochs: must be > 0, got -1"]
+
+
+TAG = '!!python/object/apply:os.system ["echo pwned"]'
+
+
+def test_yaml_tags_are_one_line_never_a_traceback(tmp_path):
+    recipe = write_recipe(tmp_path / "r.yaml")
+    recipe.write_text(recipe.read_text() + f"x: {TAG}\n")
+    for command in ("validate", "run"):
+        result = invoke(command, recipe)
+        assert result.exit_code == 2
+        [line] = error_lines(result)
+        assert line.startswith(f"error: {recipe}: line ") and "YAML tag !!python/object/apply:os.system is not allowed" in line
+    result = invoke("validate", write_recipe(tmp_path / "s.yaml"), "--set", f"seed={TAG}")
+    assert result.exit_code == 2 and error_lines(result)[0].startswith("error: --set seed: line 1, column 1: the YAML tag")
+
+
+def test_resume_with_a_tampered_saved_recipe_is_one_line(tmp_path):
+    teacher = random_teacher(tmp_path / "t.safetensors")
+    recipe = write_recipe(tmp_path / "r.yaml", teacher={"model": "mlp", "params": {"hidden": [64]}, "checkpoint": str(teacher)},
+                          epochs=1)
+    assert invoke("run", recipe, "--no-progress").exit_code == 0
+    saved = tmp_path / "run" / "recipe.yaml"
+    saved.write_text(saved.read_text() + f"x: {TAG}\n")
+    result = invoke("run", recipe, "--no-progress", "--resume")
+    assert result.exit_code == 2
+    [line] = error_lines(result)
+    assert line.startswith(f"error: {saved}: line ") and line.endswith("fix or delete it, or pass --overwrite to replace the run")
+
+
+def test_an_empty_data_file_is_an_error_not_aborted(tmp_path):
+    (tmp_path / "d.npz").write_bytes(b"")
+    recipe = write_recipe(tmp_path / "r.yaml", data={"name": "npz", "params": {"path": str(tmp_path / "d.npz")}})
+    result = invoke("validate", recipe)
+    assert result.exit_code == 2 and "Aborted" not in result.output  # np.load's EOFError made click abort
+    assert error_lines(result) == [f"error: {tmp_path / 'd.npz'}: the file is empty; numpy.savez writes one"]
+
+
+def test_deep_yaml_and_alias_bombs_are_one_line(tmp_path):
+    deep = write_recipe(tmp_path / "d.yaml")
+    deep.write_text(deep.read_text() + "x: " + "[" * 5000 + "]" * 5000 + "\n")
+    result = invoke("validate", deep)
+    assert result.exit_code == 2 and len(error_lines(result)) == 1 and "nested more than 50 levels" in result.stderr
+    bomb = write_recipe(tmp_path / "b.yaml")
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb.write_text(bomb.read_text() + "model_inputs:\n" + "".join(f"  {line}\n" for line in lines))
+    result = invoke("run", bomb)  # validated, then hung writing the 9 ** 9 values of recipe.yaml
+    assert result.exit_code == 2 and len(error_lines(result)) == 1 and "once its aliases are expanded" in result.stderr
+    assert not (tmp_path / "run").exists()

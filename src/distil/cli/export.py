@@ -22,37 +22,52 @@ COLUMNS = [  # (key, header, format); a column shows when some row has its key
     ("speedup_b1", "speed-up b1", "{:.2f}x"),
     ("speedup_b64", "speed-up b64", "{:.2f}x"),
 ]
-ROWS = ("pytorch", "onnx", "onnx_int8")  # best/student.safetensors, student.onnx, student.int8.onnx
+ROWS = ("pytorch", "onnx", "onnx_int8", "onnx_int8_static")  # safetensors, student.onnx, .int8.onnx, .int8-static.onnx
+FILES = {"onnx_int8": "student.int8.onnx", "onnx_int8_static": "student.int8-static.onnx"}
 
 
 def main(
     run_dir: Path = typer.Argument(..., help="A folder written by `distil run` (recipe.yaml + best/student.safetensors)."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where to write the files (default: RUN_DIR/export)."),
-    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write student.int8.onnx: int8 weights for Linear and Conv layers."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write student.int8.onnx: dynamic int8 (weights only, no calibration)."),
+    static: bool = typer.Option(True, "--static/--no-static", help="Also write student.int8-static.onnx: int8 weights and activations, calibrated on training samples."),
+    calibration_samples: int = typer.Option(256, "--calibration-samples", min=1, help="Training samples the static int8 ranges are measured on."),
+    calibration_method: str = typer.Option("minmax", "--calibration-method", help="How ranges are set from them: minmax, entropy or percentile."),
     check: bool = typer.Option(True, "--check/--no-check", help="Run the files with onnxruntime on the test split and compare with PyTorch."),
 ) -> None:
     """Export a run's trained student to ONNX (and int8), check it runs and matches PyTorch.
 
     Writes student.onnx (dynamic batch; input `inputs`, output `logits`), student.int8.onnx
-    (onnxruntime dynamic quantisation) and export.json: file sizes, and with --check the accuracy,
-    argmax agreement with the PyTorch student, largest logit difference and latency at batch 1 and
-    64 of each file against PyTorch on this CPU. Needs the `export` extra (onnx, onnxruntime, onnxscript).
+    (onnxruntime dynamic quantisation), student.int8-static.onnx (static quantisation, QDQ,
+    calibrated on --calibration-samples images of the training split) and export.json: file sizes,
+    and with --check the accuracy, argmax agreement with the PyTorch student, largest logit
+    difference and latency at batch 1 and 64 of each file against PyTorch on this CPU. Needs the
+    `export` extra (onnx, onnxruntime, onnxscript).
     """
-    report = export_run(run_dir, output_dir, int8=int8, check=check)
+    report = export_run(run_dir, output_dir, int8=int8, static=static, calibration_samples=calibration_samples,
+                        calibration_method=calibration_method, check=check)
     print_export_table(report, Console())
     typer.echo(f"wrote {Path(report['output_dir']) / 'export.json'}")
 
 
-def export_run(run_dir: Path, output_dir: Path | None = None, *, int8: bool = True, check: bool = True) -> dict[str, Any]:
-    """Export (and check) the student of a run folder; returns what export.json holds."""
+def export_run(
+    run_dir: Path, output_dir: Path | None = None, *, int8: bool = True, static: bool = True,
+    calibration_samples: int = 256, calibration_method: str = "minmax", check: bool = True,
+) -> dict[str, Any]:
+    """Export (and check) the student of a run folder; returns what export.json holds. The static
+    int8 file is calibrated on a seeded random sample of the run's *training* split, never on the
+    test split it is checked on."""
     import torch
     from torch.utils.data import DataLoader
 
     from distil.batch import first_sample, split_batch
     from distil.checkpoint import atomic_write_text
     from distil.cli.evaluate import find_run, load_saved_run
-    from distil.export import check_onnx, export_onnx, pytorch_reference, quantize_dynamic_int8, require_export_extra
+    from distil.export import (CALIBRATION_METHODS, calibration_reader, check_onnx, export_onnx, pytorch_reference,
+                               quantize_dynamic_int8, quantize_static_int8, require_export_extra)
 
+    if calibration_method not in CALIBRATION_METHODS:
+        raise DistilError(f"--calibration-method: must be one of {', '.join(CALIBRATION_METHODS)}, got {calibration_method!r}")
     find_run(run_dir)  # a wrong folder is reported before a missing extra
     require_export_extra()
     run = load_saved_run(run_dir)
@@ -62,11 +77,18 @@ def export_run(run_dir: Path, output_dir: Path | None = None, *, int8: bool = Tr
     loader = DataLoader(run.bundle.test, batch_size=256)
     example = first_sample(split_batch(next(iter(loader)))["inputs"])
     files = {"onnx": export_onnx(run.student, example, out / "student.onnx")}
-    if int8:
-        files["onnx_int8"] = quantize_dynamic_int8(files["onnx"], out / "student.int8.onnx")
-    else:  # one left by an earlier export would not match this student.onnx
-        (out / "student.int8.onnx").unlink(missing_ok=True)
     report: dict[str, Any] = {"run_dir": str(run.folder), "output_dir": str(out), "threads": torch.get_num_threads()}
+    if int8:
+        files["onnx_int8"] = quantize_dynamic_int8(files["onnx"], out / FILES["onnx_int8"])
+    if static:
+        reader = calibration_reader(run.bundle.train, calibration_samples, seed=run.recipe.seed)
+        files["onnx_int8_static"] = quantize_static_int8(files["onnx"], out / FILES["onnx_int8_static"], reader,
+                                                         method=calibration_method)
+        report["calibration"] = {"split": "train", "samples": reader.samples, "method": calibration_method,
+                                 "seed": run.recipe.seed}
+    for name, file in FILES.items():  # one left by an earlier export would not match this student.onnx
+        if name not in files:
+            (out / file).unlink(missing_ok=True)
     report["pytorch"] = {"file": str(run.weights), "size_bytes": run.weights.stat().st_size}
     if check:
         reference = pytorch_reference(run.student, loader, run.recipe.task)
@@ -86,7 +108,9 @@ def print_export_table(report: dict[str, Any], console: Console) -> None:
     models = {name: report[name] for name in ROWS if name in report}
     columns = [c for c in COLUMNS if any(c[0] in m for m in models.values())]
     title = f"test split ({report['samples']} samples); agreement and speed-up against PyTorch" if "samples" in report else "files written"
-    table = Table("model", *(header for _, header, _ in columns), title=title)
+    calibration = report.get("calibration")
+    caption = f"onnx_int8_static: calibrated on {calibration['samples']} training samples ({calibration['method']})" if calibration else None
+    table = Table("model", *(header for _, header, _ in columns), title=title, caption=caption)
     for name, metrics in models.items():
         table.add_row(name, *(format_cell(key, metrics.get(key), fmt) for key, _, fmt in columns))
     if not console.is_terminal:  # logs and pipes: do not squeeze the table into 80 columns

@@ -42,9 +42,9 @@ def friendly(fn: Callable) -> Callable:
 
 
 def _register() -> None:
-    from distil.cli import demo, evaluate, export, inspect, report, run
+    from distil.cli import cascade, demo, evaluate, export, inspect, predict, report, run
 
-    for module in (run, demo, evaluate, report, inspect, export):
+    for module in (run, demo, evaluate, report, inspect, export, predict, cascade):
         app.command(module.NAME, help=module.main.__doc__)(friendly(module.main))
     from distil.cli import validate
 

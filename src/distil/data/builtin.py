@@ -12,8 +12,11 @@ from pydantic import Field
 from torch.utils.data import Dataset, TensorDataset
 
 from distil.data.base import DATASETS, DataBundle
+from distil.data.cifar import load_arrays
 from distil.errors import DistilError
-from distil.types import Fraction, PositiveInt, validated
+from distil.types import Fraction, PositiveInt, Seed, validated
+
+SplitFraction = Annotated[float, Field(gt=0, lt=1)]
 
 
 def _split(x: np.ndarray, y: np.ndarray, test: int | float, val: int | float, seed: int, stratify: bool):
@@ -43,7 +46,8 @@ class Jittered(Dataset):
 
     def __getitem__(self, i: int):
         x, y = self.base[i]
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + i)
+        # reduced below 2**63, which generators accept; smaller seeds keep their historical value
+        g = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 100_003 + i) % 2**63)
         dy, dx = (torch.randint(-self.pixels, self.pixels + 1, (2,), generator=g)).tolist()
         img = x.reshape(self.shape)
         p = self.pixels
@@ -64,7 +68,7 @@ def digits(
     layout: Literal["flat", "image"] = "flat",
     train_fraction: Fraction = 1.0,
     jitter: Annotated[int, Field(ge=0, le=3)] = 0,
-    split_seed: int = 0,
+    split_seed: Seed = 0,
 ) -> DataBundle:
     """scikit-learn's 1,797 8x8 handwritten digits (UCI), pixels scaled to [0, 1].
 
@@ -89,7 +93,7 @@ def digits(
 
 @DATASETS.register
 @validated
-def diabetes(split_seed: int = 0) -> DataBundle:
+def diabetes(split_seed: Seed = 0) -> DataBundle:
     """scikit-learn's diabetes regression set (442 patients, 10 features), targets standardised."""
     from sklearn.datasets import load_diabetes
 
@@ -105,26 +109,52 @@ def diabetes(split_seed: int = 0) -> DataBundle:
 def npz(
     path: str,
     task: Literal["classification", "regression"] = "classification",
-    test_size: Fraction = 0.2,
-    val_size: Fraction = 0.1,
-    split_seed: int = 0,
+    test_size: SplitFraction = 0.2,
+    val_size: SplitFraction = 0.1,
+    split_seed: Seed = 0,
     num_classes: PositiveInt | None = None,
 ) -> DataBundle:
-    """Arrays `x` and `y` from a NumPy .npz file (loaded without pickle), split at random."""
+    """Arrays `x` (N, features...) and `y` (N,) or (N, targets) from a NumPy .npz file (loaded
+    without pickle), split at random. Classification labels are integers (3.0 counts as 3)."""
+    if test_size + val_size >= 1:
+        raise ValueError(f"test_size + val_size must be < 1 to leave training data, got {test_size} + {val_size}")
     file = Path(path)
-    if not file.is_file():
-        raise DistilError(f"data file not found: {file}")
-    with np.load(file, allow_pickle=False) as arrays:
-        missing = {"x", "y"} - set(arrays.files)
-        if missing:
-            raise DistilError(f"{file}: needs arrays 'x' and 'y', missing {sorted(missing)}")
-        x, y = arrays["x"].astype(np.float32), arrays["y"]
+    arrays = load_arrays(file, ("x", "y"), "data file")
+    x, y = _features(file, arrays["x"]), arrays["y"]
     regression = task == "regression"
-    if regression and y.ndim == 1:
-        y = y[:, None]
+    y = _targets(file, y, len(x)) if regression else _labels(file, y, len(x))
     train, val, test = _split(x, y, test_size, val_size / (1 - test_size), split_seed, stratify=False)
-    if regression:
-        outputs = y.shape[1]
-    else:
-        outputs = num_classes or int(y.max()) + 1
+    outputs = y.shape[1] if regression else num_classes or int(y.max()) + 1
     return DataBundle(*(_tensors(*s, regression) for s in (train, val, test)), outputs, tuple(x.shape[1:]), task)
+
+
+def _features(file: Path, x: np.ndarray) -> np.ndarray:
+    """x as float32 (N, features...): one row per sample, so a flat vector is refused, not misread."""
+    if x.ndim < 2 or len(x) == 0:
+        hint = "; for one feature per sample use x.reshape(-1, 1)" if x.ndim == 1 else ""
+        raise DistilError(f"{file}: x must have one row per sample, shape (N, features...), got {x.shape}{hint}")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise DistilError(f"{file}: x must hold numbers, got dtype {x.dtype}")
+    return x.astype(np.float32)
+
+
+def _labels(file: Path, y: np.ndarray, n: int) -> np.ndarray:
+    """Class labels (N,) as int64; a float label must be a whole number (2.5 is a mistake, not class 2)."""
+    if y.shape != (n,):
+        raise DistilError(f"{file}: y must be {n} class labels, shape ({n},), got {y.shape} (task: regression for targets)")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating) or y.dtype == np.bool_):
+        raise DistilError(f"{file}: y must hold integer class labels, got dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            raise DistilError(f"{file}: y must hold integer class labels, found {y[bad][0].item()!r} "
+                              "(task: regression for real-valued targets)")
+    return y.astype(np.int64)
+
+
+def _targets(file: Path, y: np.ndarray, n: int) -> np.ndarray:
+    """Regression targets (N, targets) as float32."""
+    y = y[:, None] if y.ndim == 1 else y
+    if y.ndim != 2 or len(y) != n or not np.issubdtype(y.dtype, np.number):
+        raise DistilError(f"{file}: y must be {n} numeric targets, shape ({n},) or ({n}, targets), got {y.dtype} {y.shape}")
+    return y.astype(np.float32)

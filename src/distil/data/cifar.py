@@ -13,6 +13,8 @@ batches from images decoded once and kept on the GPU, augmented there (`batch_ga
 from __future__ import annotations
 
 import io
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
 
@@ -26,7 +28,7 @@ from torch.utils.data import Dataset, get_worker_info
 from distil.cache.views import crop_flip, epoch_params
 from distil.data.base import DATASETS, DataBundle
 from distil.errors import DistilError
-from distil.types import PositiveInt, validated
+from distil.types import PositiveInt, Seed, validated
 
 # Per-channel statistics of the training images in [0, 1], RGB order.
 STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -173,6 +175,8 @@ def _bundle(x_train, y_train, x_test, y_test, num_classes: int, val_fraction: fl
     order = np.random.default_rng(seed).permutation(len(y_train))
     n_val = int(round(val_fraction * len(order)))
     val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+    if len(train_rows) == 0:
+        raise ValueError(f"val_fraction: {val_fraction} of {len(order)} training images leaves none to train on")
     mean, std = _stats(normalize, x_train, train_rows, num_classes)
 
     def split(images, labels, rows, train: bool) -> CifarImages:
@@ -185,22 +189,36 @@ def _bundle(x_train, y_train, x_test, y_test, num_classes: int, val_fraction: fl
 
 
 def load_arrays(path: Path, keys: Sequence[str], what: str) -> dict[str, np.ndarray]:
-    """The named arrays of an .npz, read without pickle; every problem is a one-line DistilError."""
+    """The named arrays of an .npz, read without pickle; every problem is a one-line DistilError
+    (an empty, truncated or foreign file included: np.load's EOFError would reach the CLI as a
+    bare "Aborted.")."""
     if not path.is_file():
         raise DistilError(f"{what} not found: {path}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic not in ZIP_MAGIC:  # np.load would take anything else for a .npy or a pickle
+        raise DistilError(f"{path}: {'the file is empty' if not magic else 'not an .npz archive'}; numpy.savez writes one")
     try:
         with np.load(path, allow_pickle=False) as arrays:
             missing = [k for k in keys if k not in arrays.files]
             if missing:
                 raise DistilError(f"{path} lacks arrays {missing} (has {sorted(arrays.files)})")
             return {k: arrays[k] for k in keys}
-    except (OSError, ValueError) as e:  # not a zip/npy, or object arrays that would need pickle
-        raise DistilError(f"cannot read {path} as .npz: {e}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # damaged, or object arrays (pickle)
+        raise DistilError(f"{path}: cannot read it as .npz: {_first_line(e)}") from None
+
+
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first member, or an empty zip
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 @DATASETS.register
 @validated
-def cifar10_jpeg(root: str | Path = "../shared/data/cifar10_jpeg", val_fraction: ValFraction = 0.1, seed: int = 0,
+def cifar10_jpeg(root: str | Path = "../shared/data/cifar10_jpeg", val_fraction: ValFraction = 0.1, seed: Seed = 0,
                  augment: bool = True, normalize: Normalize = "cifar10", with_indices: bool = False) -> DataBundle:
     """CIFAR-10 re-encoded as JPEG quality 75 (the shared `cifar10_jpeg_bytes.npz`); decoded lazily.
 
@@ -224,7 +242,7 @@ def cifar10_jpeg(root: str | Path = "../shared/data/cifar10_jpeg", val_fraction:
 
 @DATASETS.register
 @validated
-def cifar_npz(path: str | Path, val_fraction: ValFraction = 0.1, seed: int = 0, num_classes: PositiveInt | None = None,
+def cifar_npz(path: str | Path, val_fraction: ValFraction = 0.1, seed: Seed = 0, num_classes: PositiveInt | None = None,
               augment: bool = True, normalize: Normalize = "auto", with_indices: bool = False) -> DataBundle:
     """CIFAR-style images from a user .npz: x_train (N, 32, 32, 3) uint8, y_train (N,), x_test, y_test.
 

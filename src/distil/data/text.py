@@ -28,10 +28,10 @@ from torch.utils.data import Dataset
 
 from distil.data.base import DATASETS, DataBundle
 from distil.errors import DistilError
-from distil.types import Fraction, PositiveInt, validated
+from distil.types import Count, Fraction, Length, PositiveInt, Seed, validated
 
 IGNORE_INDEX = -100
-MaxLength = Annotated[int, Field(ge=2)]
+MaxLength = Length
 
 
 @dataclass
@@ -50,12 +50,12 @@ class AugmentOptions(BaseModel):
     """Tang et al.'s transfer-set augmentation (see `distil.text.augment`); the paper's defaults."""
 
     model_config = ConfigDict(extra="forbid")
-    n_per_sentence: PositiveInt = 20
+    n_per_sentence: Annotated[int, Field(gt=0, le=1000)] = 20  # copies of every training sentence
     p_mask: Fraction = 0.1
     p_pos: Fraction = 0.1
     p_ng: Fraction = 0.25
     max_ng: PositiveInt = 5
-    seed: int = 0
+    seed: Seed = 0
 
 
 def _require(package: str) -> None:
@@ -146,12 +146,12 @@ def toy_sentences(n: int, seed: int) -> tuple[list[str], list[int]]:
 @DATASETS.register
 @validated
 def toy_sentiment(
-    n_train: PositiveInt = 1000,
-    n_val: PositiveInt = 200,
-    n_test: PositiveInt = 400,
+    n_train: Count = 1000,
+    n_val: Count = 200,
+    n_test: Count = 400,
     max_length: MaxLength = 24,
     augment: AugmentOptions | None = None,
-    seed: int = 0,
+    seed: Seed = 0,
 ) -> TextBundle:
     """Binary sentiment over template sentences (seeded), with a fixed word vocabulary of
     TOY_SENTIMENT_VOCAB_SIZE tokens, so its ids never depend on the sizes or seed.
@@ -182,11 +182,11 @@ def sst2(
     root: str = "../shared/data/sst2",
     max_train: PositiveInt | None = None,
     max_length: MaxLength = 64,
-    vocab_size: Annotated[int, Field(gt=5)] = 12000,
-    min_frequency: PositiveInt = 1,
+    vocab_size: Annotated[int, Field(gt=5, le=2**24)] = 12000,
+    min_frequency: Annotated[int, Field(gt=0, le=2**31)] = 1,
     augment: AugmentOptions | None = None,
     tokenizer: str | None = None,
-    seed: int = 0,
+    seed: Seed = 0,
 ) -> TextBundle:
     """SST-2 binary sentiment: GLUE train (67,349 phrases), validation (872), labelled test (1,821).
 
@@ -339,11 +339,11 @@ def toy_story(n_chars: int, seed: int) -> str:
 @DATASETS.register
 @validated
 def toy_text(
-    n_chars: Annotated[int, Field(ge=1000)] = 40_000,
+    n_chars: Annotated[int, Field(ge=1000, le=10_000_000)] = 40_000,
     block_size: MaxLength = 32,
     stride: PositiveInt | None = None,
     max_train: PositiveInt | None = None,
-    seed: int = 0,
+    seed: Seed = 0,
 ) -> TextBundle:
     """Generated English-like text at the character level (fixed vocabulary of len(TOY_CHARS)), for
     tests and CPU demos of language-model distillation: 80% train, 10% validation, 10% test."""

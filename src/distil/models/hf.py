@@ -19,7 +19,7 @@ from torch import nn
 
 from distil.errors import DistilError
 from distil.models.base import MODELS
-from distil.types import Fraction, PositiveInt, validated
+from distil.types import Depth, Fraction, Width, validated
 
 
 def _transformers() -> Any:
@@ -40,13 +40,13 @@ def _check_heads(hidden_size: int, num_heads: int, num_kv_heads: int | None = No
 @MODELS.register
 @validated
 def hf_bert_classifier(
-    num_classes: PositiveInt,
-    vocab_size: PositiveInt,
-    hidden_size: PositiveInt = 128,
-    num_layers: PositiveInt = 2,
-    num_heads: PositiveInt = 2,
-    intermediate_size: PositiveInt | None = None,
-    max_length: PositiveInt = 512,
+    num_classes: Width,
+    vocab_size: Width,
+    hidden_size: Width = 128,
+    num_layers: Depth = 2,
+    num_heads: Width = 2,
+    intermediate_size: Width | None = None,
+    max_length: Width = 512,
     dropout: Fraction = 0.1,
     attention_dropout: Fraction = 0.1,
     pad_token_id: int = 0,
@@ -71,14 +71,14 @@ def hf_bert_classifier(
 @validated
 def hf_causal_lm(
     arch: Literal["gpt2", "llama"] = "gpt2",
-    vocab_size: PositiveInt | None = None,
-    num_classes: PositiveInt | None = None,
-    hidden_size: PositiveInt = 128,
-    num_layers: PositiveInt = 2,
-    num_heads: PositiveInt = 2,
-    num_kv_heads: PositiveInt | None = None,
-    intermediate_size: PositiveInt | None = None,
-    max_length: PositiveInt = 1024,
+    vocab_size: Width | None = None,
+    num_classes: Width | None = None,
+    hidden_size: Width = 128,
+    num_layers: Depth = 2,
+    num_heads: Width = 2,
+    num_kv_heads: Width | None = None,
+    intermediate_size: Width | None = None,
+    max_length: Width = 1024,
     dropout: Fraction = 0.0,
     tie_word_embeddings: bool = True,
 ) -> nn.Module:
@@ -122,7 +122,7 @@ def hf_causal_lm(
 def hf_pretrained(
     path: str,
     task: Literal["classification", "language_modeling"] = "classification",
-    num_classes: PositiveInt | None = None,
+    num_classes: Width | None = None,
 ) -> nn.Module:
     """A model saved with `save_pretrained` in the local folder `path` (never downloaded).
 

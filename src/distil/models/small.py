@@ -8,7 +8,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from distil.models.base import MODELS
-from distil.types import Fraction, PositiveInt, validated
+from distil.types import Fraction, Width, validated
 
 
 class MLP(nn.Module):
@@ -31,9 +31,9 @@ class MLP(nn.Module):
 @MODELS.register
 @validated
 def mlp(
-    input_shape: Sequence[PositiveInt],
-    num_classes: PositiveInt,
-    hidden: Sequence[PositiveInt] = (256,),
+    input_shape: Sequence[Width],
+    num_classes: Width,
+    hidden: Sequence[Width] = (256,),
     dropout: Fraction = 0.0,
 ) -> nn.Module:
     """Multi-layer perceptron on flattened inputs. `input_shape` and `num_classes` come from the data."""
@@ -65,9 +65,9 @@ class SmallCNN(nn.Module):
 @MODELS.register
 @validated
 def small_cnn(
-    input_shape: Sequence[PositiveInt],
-    num_classes: PositiveInt,
-    channels: Sequence[PositiveInt] = (16, 32),
+    input_shape: Sequence[Width],
+    num_classes: Width,
+    channels: Sequence[Width] = (16, 32),
     dropout: Fraction = 0.0,
 ) -> nn.Module:
     """A few conv stages for small images such as the 8x8 digits; input (C, H, W)."""

@@ -12,11 +12,17 @@ Tap points: conv1 (stem), layer1 ... layer7 (bottleneck groups), conv2, pool (B,
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
 from torch import Tensor, nn
 
 from distil.models.base import MODELS
 from distil.models.cifar.common import GlobalPool, conv_bn, init_weights
-from distil.types import Positive, PositiveInt, validated
+from distil.types import Width, validated
+
+# every layer keeps at least one channel (the narrowest has 16 x width); 16x is already 100M parameters
+WidthMultiplier = Annotated[float, Field(ge=0.0625, le=16)]
 
 # expansion t, channels c, blocks n, first stride s (Sandler et al., table 2)
 _SETTING = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
@@ -65,6 +71,6 @@ class CifarMobileNetV2(nn.Module):
 
 @MODELS.register
 @validated
-def mobilenetv2(num_classes: PositiveInt = 100, width: Positive = 0.5) -> CifarMobileNetV2:
+def mobilenetv2(num_classes: Width = 100, width: WidthMultiplier = 0.5) -> CifarMobileNetV2:
     """MobileNetV2 (Sandler et al. 2018), CIFAR variant at width 0.5 (CRD's `MobileNetV2`): 0.81M parameters."""
     return CifarMobileNetV2(num_classes, width)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from distil.models.base import MODELS
 from distil.models.cifar.common import GlobalPool, init_weights
-from distil.types import PositiveInt, validated
+from distil.types import Width, validated
 
 
 class PadShortcut(nn.Module):
@@ -94,48 +94,48 @@ _X4 = (32, 64, 128, 256)
 
 @MODELS.register
 @validated
-def resnet20(num_classes: PositiveInt = 100) -> CifarResNet:
+def resnet20(num_classes: Width = 100) -> CifarResNet:
     """ResNet-20 (He et al. 2016): 3 blocks per stage, 0.27M parameters (0.28M with 100 classes)."""
     return CifarResNet(3, _HE, num_classes, "A")
 
 
 @MODELS.register
 @validated
-def resnet32(num_classes: PositiveInt = 100) -> CifarResNet:
+def resnet32(num_classes: Width = 100) -> CifarResNet:
     """ResNet-32 (He et al. 2016): 5 blocks per stage, 0.46M parameters (0.47M with 100 classes)."""
     return CifarResNet(5, _HE, num_classes, "A")
 
 
 @MODELS.register
 @validated
-def resnet44(num_classes: PositiveInt = 100) -> CifarResNet:
+def resnet44(num_classes: Width = 100) -> CifarResNet:
     """ResNet-44 (He et al. 2016): 7 blocks per stage, 0.66M parameters."""
     return CifarResNet(7, _HE, num_classes, "A")
 
 
 @MODELS.register
 @validated
-def resnet56(num_classes: PositiveInt = 100) -> CifarResNet:
+def resnet56(num_classes: Width = 100) -> CifarResNet:
     """ResNet-56 (He et al. 2016): 9 blocks per stage, 0.85M parameters (0.86M with 100 classes)."""
     return CifarResNet(9, _HE, num_classes, "A")
 
 
 @MODELS.register
 @validated
-def resnet110(num_classes: PositiveInt = 100) -> CifarResNet:
+def resnet110(num_classes: Width = 100) -> CifarResNet:
     """ResNet-110 (He et al. 2016): 18 blocks per stage, 1.7M parameters (1.74M with 100 classes)."""
     return CifarResNet(18, _HE, num_classes, "A")
 
 
 @MODELS.register
 @validated
-def resnet8x4(num_classes: PositiveInt = 100) -> CifarResNet:
+def resnet8x4(num_classes: Width = 100) -> CifarResNet:
     """ResNet-8x4 (Tian et al., CRD, 2020): 1 block per stage at 64/128/256 channels, 1.23M parameters."""
     return CifarResNet(1, _X4, num_classes, "B")
 
 
 @MODELS.register
 @validated
-def resnet32x4(num_classes: PositiveInt = 100) -> CifarResNet:
+def resnet32x4(num_classes: Width = 100) -> CifarResNet:
     """ResNet-32x4 (Tian et al., CRD, 2020): 5 blocks per stage at 64/128/256 channels, 7.43M parameters."""
     return CifarResNet(5, _X4, num_classes, "B")

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from distil.models.base import MODELS
 from distil.models.cifar.common import ChannelShuffle, GlobalPool, conv_bn, init_weights
-from distil.types import PositiveInt, validated
+from distil.types import Width, validated
 
 
 class ShuffleUnitV1(nn.Module):
@@ -127,13 +127,13 @@ class ShuffleNetV2(nn.Module):
 
 @MODELS.register
 @validated
-def shufflenetv1(num_classes: PositiveInt = 100) -> ShuffleNetV1:
+def shufflenetv1(num_classes: Width = 100) -> ShuffleNetV1:
     """ShuffleNet V1 (Zhang et al. 2018), g = 3, CIFAR variant (CRD's `ShuffleV1`): 0.95M parameters."""
     return ShuffleNetV1(num_classes)
 
 
 @MODELS.register
 @validated
-def shufflenetv2(num_classes: PositiveInt = 100) -> ShuffleNetV2:
+def shufflenetv2(num_classes: Width = 100) -> ShuffleNetV2:
     """ShuffleNet V2 1x (Ma et al. 2018), CIFAR variant (CRD's `ShuffleV2`): 1.36M parameters."""
     return ShuffleNetV2(num_classes)

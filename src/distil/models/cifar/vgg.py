@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from distil.models.base import MODELS
 from distil.models.cifar.common import GlobalPool, init_weights
-from distil.types import PositiveInt, validated
+from distil.types import Width, validated
 
 _WIDTHS = (64, 128, 256, 512, 512)
 
@@ -52,13 +52,13 @@ class CifarVGG(nn.Module):
 
 @MODELS.register
 @validated
-def vgg8(num_classes: PositiveInt = 100) -> CifarVGG:
+def vgg8(num_classes: Width = 100) -> CifarVGG:
     """VGG-8 with BN (CRD's `vgg8_bn`): one conv per stage, 3.96M parameters with 100 classes."""
     return CifarVGG(1, num_classes)
 
 
 @MODELS.register
 @validated
-def vgg13(num_classes: PositiveInt = 100) -> CifarVGG:
+def vgg13(num_classes: Width = 100) -> CifarVGG:
     """VGG-13 with BN (CRD's `vgg13_bn`): two convs per stage, 9.46M parameters with 100 classes."""
     return CifarVGG(2, num_classes)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from distil.models.base import MODELS
 from distil.models.cifar.common import GlobalPool, init_weights
-from distil.types import Fraction, PositiveInt, validated
+from distil.types import Fraction, Width, validated
 
 
 class WideBlock(nn.Module):
@@ -70,20 +70,20 @@ class WideResNet(nn.Module):
 
 @MODELS.register
 @validated
-def wrn_40_2(num_classes: PositiveInt = 100, drop_rate: Fraction = 0.0) -> WideResNet:
+def wrn_40_2(num_classes: Width = 100, drop_rate: Fraction = 0.0) -> WideResNet:
     """WRN-40-2 (Zagoruyko & Komodakis 2016): 6 blocks per stage at 32/64/128 channels, 2.25M parameters."""
     return WideResNet(40, 2, num_classes, drop_rate)
 
 
 @MODELS.register
 @validated
-def wrn_40_1(num_classes: PositiveInt = 100, drop_rate: Fraction = 0.0) -> WideResNet:
+def wrn_40_1(num_classes: Width = 100, drop_rate: Fraction = 0.0) -> WideResNet:
     """WRN-40-1 (Zagoruyko & Komodakis 2016): 6 blocks per stage at 16/32/64 channels, 0.57M parameters."""
     return WideResNet(40, 1, num_classes, drop_rate)
 
 
 @MODELS.register
 @validated
-def wrn_16_2(num_classes: PositiveInt = 100, drop_rate: Fraction = 0.0) -> WideResNet:
+def wrn_16_2(num_classes: Width = 100, drop_rate: Fraction = 0.0) -> WideResNet:
     """WRN-16-2 (Zagoruyko & Komodakis 2016): 2 blocks per stage at 32/64/128 channels, 0.70M parameters."""
     return WideResNet(16, 2, num_classes, drop_rate)
