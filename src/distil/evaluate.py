@@ -159,11 +159,17 @@ def evaluate_model(
 # ----- cost -----
 
 def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Learned numbers; a model that is not a network (a fitted tree) counts its own (`param_count`)."""
+    own = getattr(model, "param_count", None)
+    return own() if callable(own) else sum(p.numel() for p in model.parameters())
 
 
 def size_bytes(model: nn.Module) -> int:
-    """Bytes of the model's weights serialised as safetensors (what a deployment ships)."""
+    """Bytes of the model's weights serialised as safetensors (what a deployment ships), or the
+    model's own measure (`serialized_bytes`) for models that are not networks."""
+    own = getattr(model, "serialized_bytes", None)
+    if callable(own):
+        return own()
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     seen: dict[int, str] = {}
     unique = {}

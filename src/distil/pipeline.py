@@ -8,27 +8,29 @@ writes into the run folder, so an interrupted run continues where it stopped wit
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from accelerate import PartialState
 from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
-from distil.build import build_data, build_distiller, build_losses, build_model, check_recipe
+from distil.build import build_data, build_distiller, build_losses, build_model, check_recipe, combine_teachers
 from distil.cache.recipe import cached_teacher, cached_train_set
 from distil.checkpoint import atomic_write_text, load_weights
-from distil.config import LossConfig, Recipe, TeacherConfig, dump_recipe
+from distil.config import LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, dump_recipe, read_yaml_file
 from distil.data import DataBundle
 from distil.distiller import Distiller
 from distil.errors import ConfigError
+from distil.integrity import DamagedFileError
 from distil.batch import first_sample, split_batch
 from distil.evaluate import cost_metrics, evaluate_model
+from distil.teacher import FrozenTeacher, TeacherEnsemble
 from distil.trainer import FitResult, Trainer, on_cpu
 
 RESUMABLE_CHANGES = {"epochs", "early_stopping_patience"}
@@ -53,7 +55,7 @@ def prepare_output_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
     if saved.is_file() and overwrite:
         shutil.rmtree(out)
     elif saved.is_file():
-        changed = _differences(yaml.safe_load(saved.read_text()) or {}, recipe.model_dump(mode="json"))
+        changed = _differences(_saved_recipe(saved), recipe.model_dump(mode="json"))
         if not resume:
             what = f"a different run (recipe differs in: {', '.join(changed)})" if changed else "a run"
             raise ConfigError(f"{out} already holds {what}; pass --resume to continue it or --overwrite to replace it")
@@ -68,6 +70,18 @@ def prepare_output_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
     return out
 
 
+def _saved_recipe(saved: Path) -> dict[str, Any]:
+    """The recipe a run folder was made with; a damaged one (edited, or a YAML tag) is one line."""
+    try:
+        raw = read_yaml_file(saved) or {}
+    except ConfigError as e:
+        raise ConfigError(f"{e}; fix or delete it, or pass --overwrite to replace the run") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{saved}: a saved recipe is a mapping of fields, got {type(raw).__name__}; "
+                          "fix or delete it, or pass --overwrite to replace the run")
+    return raw
+
+
 HARD_LOSS = {"classification": "cross_entropy", "regression": "mse", "language_modeling": "token_ce"}
 
 
@@ -76,23 +90,34 @@ def _hard_loss(recipe: Recipe) -> list[LossConfig]:
     return [LossConfig(name=HARD_LOSS[recipe.task])]
 
 
-def train_teacher(recipe: Recipe, cfg: TeacherConfig, bundle: DataBundle, out: Path, resume: bool, progress: bool) -> nn.Module:
-    """Train a teacher with hard labels into `out` (reused when already finished there)."""
+def train_teacher(recipe: Recipe, cfg: ModelConfig, bundle: DataBundle, out: Path, resume: bool, progress: bool,
+                  name: str = "teacher", epochs: int | None = None) -> nn.Module:
+    """Train a model with hard labels into `out` (reused when already finished there): a teacher
+    to be, or the baseline student the run compares with."""
     set_seed(recipe.seed)  # initial weights depend on the seed only
-    model = build_model(cfg.model_copy(update={"checkpoint": None}), bundle, "teacher")
+    model = build_model(cfg.model_copy(update={"checkpoint": None}), bundle, name)
     best = out / "best" / "student.safetensors"
     if (out / "done.json").is_file():
-        return load_weights(model, best)
-    stage = recipe.model_copy(update={"epochs": cfg.epochs, "output_dir": str(out), "early_stopping_patience": None})
-    if cfg.data_params:
+        try:
+            return load_weights(model, best)
+        except DamagedFileError as e:
+            raise DamagedFileError(f"{e} (the trained {name}: delete {out} and --resume to train it again)") from None
+    stage = recipe.model_copy(update={"epochs": epochs or getattr(cfg, "epochs", None), "output_dir": str(out)})
+    if name != "baseline":  # a teacher trains its full schedule; a baseline stops as the student does
+        stage = stage.model_copy(update={"early_stopping_patience": None})
+    if getattr(cfg, "data_params", None):
         data = recipe.data.model_copy(update={"params": recipe.data.params | cfg.data_params})
         bundle = build_data(stage.model_copy(update={"data": data}))
-    trainer = make_trainer(stage, Distiller(model, None, build_losses(_hard_loss(recipe))), bundle, progress, "teacher")
-    fit = trainer.fit(resume=resume)
+    trainer = make_trainer(stage, Distiller(model, None, build_losses(_hard_loss(recipe))), bundle, progress, name)
+    return _finish(trainer, trainer.fit(resume=resume), model, out)
+
+
+def _finish(trainer: Trainer, fit: FitResult, model: nn.Module, out: Path) -> nn.Module:
+    """Mark a stage done (so --resume skips it) and return its best weights."""
     if trainer.accelerator.is_main_process:
         atomic_write_text(out / "done.json", json.dumps({"best_metric": fit.best_metric, "best_epoch": fit.best_epoch}))
     trainer.accelerator.wait_for_everyone()
-    return load_weights(model, best)
+    return load_weights(model, out / "best" / "student.safetensors")
 
 
 def make_trainer(recipe: Recipe, distiller: Distiller, bundle: DataBundle, progress: bool, name: str) -> Trainer:
@@ -126,6 +151,60 @@ def load_teachers(recipe: Recipe, bundle: DataBundle, out: Path, resume: bool, p
     return teachers
 
 
+def load_frozen_models(recipe: Recipe, bundle: DataBundle, out: Path, resume: bool, progress: bool) -> dict[str, nn.Module]:
+    """The frozen teachers among `models:`, loaded or trained first (into `<out>/models/<name>`)."""
+    frozen = {}
+    for name, cfg in recipe.models.items():
+        if isinstance(cfg, PeerConfig) and not cfg.trainable:
+            field = f"models.{name}"
+            frozen[name] = trained_teacher(cfg, bundle, field) if cfg.pretrained or cfg.checkpoint else \
+                train_teacher(recipe, cfg, bundle, out / "models" / name, resume, progress, field)
+    return frozen
+
+
+def distil_stage(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module], frozen: dict[str, nn.Module],
+                 resume: bool, progress: bool, name: str = "distil") -> tuple[Distiller, FitResult]:
+    """One distillation into `recipe.output_dir`: the teacher cache if asked, the Distiller, the
+    Trainer; afterwards the student and its companions hold their best weights, on the CPU."""
+    out = Path(recipe.output_dir)
+    train = bundle
+    if cached_teacher(recipe) is not None:  # steps read the teacher's logits; validation still runs it
+        train = replace(bundle, train=cached_train_set(recipe, teachers[0], bundle, out, progress))
+    set_seed(recipe.seed)
+    distiller = build_distiller(recipe, train, teachers, frozen)
+    fit = make_trainer(recipe, distiller, train, progress, name).fit(resume=resume)
+    load_weights(distiller.student.cpu(), out / "best" / "student.safetensors")
+    for companion, model in distiller.companions().items():
+        load_weights(model.cpu(), out / "best" / f"{companion}.safetensors")
+    distiller.close()
+    return distiller, fit
+
+
+def run_chain(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module], out: Path, resume: bool,
+              progress: bool) -> list[tuple[str, nn.Module]]:
+    """The chain's stages before the run's own student, each distilled from the one before into
+    `<out>/chain/<name>` (seed + stage number, so generations start from different weights)."""
+    stages: list[tuple[str, nn.Module]] = []
+    for i, model_cfg in enumerate(recipe.chain.stages(recipe.student) if recipe.chain else []):
+        name = f"generation-{i + 1}" if recipe.chain.generations else f"assistant-{i + 1}"
+        folder = out / "chain" / name
+        stage = recipe.model_copy(update={"student": model_cfg, "output_dir": str(folder), "chain": None,
+                                          "seed": recipe.seed + i + 1, "baseline": False})
+        if (folder / "done.json").is_file():
+            set_seed(stage.seed)
+            model = load_weights(build_model(model_cfg, bundle, name), folder / "best" / "student.safetensors")
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(folder / "recipe.yaml", dump_recipe(stage))  # so eval/export read the stage
+            distiller, fit = distil_stage(stage, bundle, teachers, {}, resume, progress, name)
+            if PartialState().is_main_process:
+                atomic_write_text(folder / "done.json", json.dumps({"best_metric": fit.best_metric}))
+            model = distiller.student
+        stages.append((name, model))
+        teachers = [model]
+    return stages
+
+
 def evaluate_split(model: nn.Module, bundle: DataBundle, task: str, teacher: nn.Module | None = None, split: str = "test") -> dict[str, Any]:
     """Task metrics, fidelity to `teacher` and cost of `model` on a data split, on the CPU."""
     loader = DataLoader(getattr(bundle, split), batch_size=256 if task != "language_modeling" else 8)
@@ -145,17 +224,35 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, pr
     state.wait_for_everyone()
     out = Path(recipe.output_dir)
     teachers = load_teachers(recipe, bundle, out, resume, progress)
-    if cached_teacher(recipe) is not None:  # steps read the teacher's logits; validation still runs it
-        bundle = replace(bundle, train=cached_train_set(recipe, teachers[0], bundle, out, progress))
-    set_seed(recipe.seed)
-    distiller = build_distiller(recipe, bundle, teachers)
-    fit = make_trainer(recipe, distiller, bundle, progress, "distil").fit(resume=resume)
-    student = load_weights(distiller.student.cpu(), out / "best" / "student.safetensors")
-    distiller.close()
+    frozen = load_frozen_models(recipe, bundle, out, resume, progress)
+    baseline = train_teacher(recipe, recipe.student, bundle, out / "baseline", resume, progress, "baseline",
+                             recipe.epochs) if recipe.baseline else None
+    stages = run_chain(recipe, bundle, teachers, out, resume, progress)
+    distiller, fit = distil_stage(recipe, bundle, [stages[-1][1]] if stages else teachers, frozen, resume, progress)
     if not state.is_main_process:
-        return RunResult(out, fit, {}, student)
-    teacher = distiller.teacher.cpu() if distiller.teacher is not None else None
+        return RunResult(out, fit, {}, distiller.student)
+    teacher = _as_teacher(recipe, teachers)
+    trained = {**({"baseline": baseline} if baseline is not None else {}), **dict(stages),
+               "distilled": distiller.student, **distiller.companions()}
     metrics = {"teacher": evaluate_split(teacher, bundle, recipe.task, teacher)} if teacher is not None else {}
-    metrics["distilled"] = evaluate_split(student, bundle, recipe.task, teacher)
+    metrics |= {name: evaluate_split(model, bundle, recipe.task, teacher) for name, model in trained.items()}
+    together = _ensemble_members(recipe, distiller, stages)
+    if len(together) > 1 and recipe.task == "classification":
+        members = [copy.deepcopy(m) for m in together]  # the ensemble freezes its members; keep ours as they are
+        metrics["ensemble"] = evaluate_split(TeacherEnsemble(members), bundle, recipe.task, teacher)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    return RunResult(out, fit, metrics, student)
+    return RunResult(out, fit, metrics, distiller.student)
+
+
+def _as_teacher(recipe: Recipe, teachers: list[nn.Module]) -> nn.Module | None:
+    """The recipe's teacher(s) as one frozen model on the CPU: what fidelity is measured against."""
+    teacher = combine_teachers(recipe, [t.cpu() for t in teachers])
+    return teacher if teacher is None or isinstance(teacher, TeacherEnsemble) else FrozenTeacher(teacher)
+
+
+def _ensemble_members(recipe: Recipe, distiller: Distiller, stages: list[tuple[str, nn.Module]]) -> list[nn.Module]:
+    """Models whose averaged prediction the run reports: the peers with the student (mutual
+    learning), or every generation (born-again networks); followers and assistants are not peers."""
+    if recipe.chain is not None and recipe.chain.generations:
+        return [model for _, model in stages] + [distiller.student]
+    return [distiller.student, *distiller.peers.values()] if len(distiller.peers) else []

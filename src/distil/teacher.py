@@ -7,6 +7,7 @@ out of the optimizer, in eval mode, and without autograd.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -105,20 +106,39 @@ class CallableTeacher(nn.Module):
     `outputs` says what the function returns: "logits", "probs" (turned into log-probs) or
     "log_probs". With `numpy=True` inputs are passed as NumPy arrays and results converted back.
     The function gets no gradients, so any black box works (Bucilua et al., "Model Compression",
-    KDD 2006, distil ensembles of arbitrary learners this way).
+    KDD 2006, distil ensembles of arbitrary learners this way). With `cache` (the default) its
+    answer for each distinct input row is kept for the run, so a slow scorer runs once per sample,
+    not once per epoch; turn it off for a scorer that is random or changes during the run.
     """
 
     takes_whole_inputs = True
 
-    def __init__(self, fn: Callable[[Any], Any], outputs: str = "logits", numpy: bool = False):
+    def __init__(self, fn: Callable[[Any], Any], outputs: str = "logits", numpy: bool = False, cache: bool = True):
         super().__init__()
         if outputs not in ("logits", "probs", "log_probs"):
             raise ConfigError(f"outputs: must be 'logits', 'probs' or 'log_probs', got {outputs!r}")
         self.fn, self.outputs, self.numpy = fn, outputs, numpy
+        # A black box is often slow (a random forest, an API) and sees the same samples every
+        # epoch: with `cache`, each distinct input row (tensor inputs) is scored once per run.
+        self.cache: dict[bytes, Tensor] | None = {} if cache else None
+        self.calls = 0  # rows sent to `fn`
 
     def forward(self, inputs: Any) -> Tensor:
+        if self.cache is None or not isinstance(inputs, Tensor) or inputs.dim() == 0:
+            return self._score(inputs)
+        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+                for row in inputs.detach().cpu().contiguous().numpy()]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        if missing:
+            where = {k: i for i, k in enumerate(keys)}
+            scored = self._score(inputs[torch.as_tensor([where[k] for k in missing], device=inputs.device)]).cpu()
+            self.cache.update(zip(missing, scored))
+        return torch.stack([self.cache[k] for k in keys]).to(inputs.device)
+
+    def _score(self, inputs: Any) -> Tensor:
         device = inputs.device if isinstance(inputs, Tensor) else torch.device("cpu")
         x = inputs.detach().cpu().numpy() if self.numpy and isinstance(inputs, Tensor) else inputs
+        self.calls += len(inputs) if hasattr(inputs, "__len__") else 1
         with torch.no_grad():
             out = torch.as_tensor(np.asarray(self.fn(x)) if self.numpy else self.fn(x)).float().to(device)
         if self.outputs == "probs":

@@ -26,9 +26,10 @@ from distil.config import TrainConfig
 from distil.data.base import check_label_range
 from distil.batch import Gather, batch_gatherer, split_batch, to_device
 from distil.distiller import Distiller
-from distil.errors import NonFiniteLossError
+from distil.errors import ConfigError, NonFiniteLossError
 from distil.evaluate import evaluate_model
 from distil.optim import build_optimizer, build_scheduler
+from distil.integrity import remove_temporary
 from distil.progress import TrainProgress
 from distil.teacher import FrozenTeacher
 
@@ -80,6 +81,22 @@ def on_cpu(config: TrainConfig) -> bool:
     otherwise leave every process training alone on the full data set instead of together."""
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return config.cpu or (launched and not torch.cuda.is_available())
+
+
+def non_finite_inputs(batch: Any) -> str:
+    """Which floating-point inputs or targets of a batch hold NaN/inf ('' when none): a bad
+    sample, not a bad learning rate, is then the cause."""
+    if batch is None:
+        return ""
+    parts = split_batch(batch)
+    found = []
+    for key in ("inputs", "labels", "teacher_logits"):
+        value = parts.get(key)
+        tensors = value.items() if isinstance(value, dict) else [(key, value)]
+        for name, t in tensors:
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+                found.append(name if name == key else f"{key}[{name!r}]")
+    return ", ".join(found)
 
 
 def _in_order(size: int, batch_size: int) -> list[list[int]]:
@@ -164,6 +181,7 @@ class Trainer:
         acc, cfg = self.accelerator, self.config
         set_seed(cfg.seed)
         self.distiller.to(acc.device)
+        self.distiller.check_finite = False  # checked here, every sync_every_steps, with the step named
         self.distiller.setup(to_device(next(iter(DataLoader(self.train_loader.dataset, batch_size=2))), acc.device))
         self.distiller.to(acc.device)  # adapters created by setup
         if cfg.channels_last:
@@ -173,25 +191,35 @@ class Trainer:
             self.distiller.student.compile(mode=mode)
             if isinstance(self.distiller.teacher, FrozenTeacher):
                 self.distiller.teacher.module.compile(mode=mode)
+        if len(self.distiller.phases) > 1 and (cfg.grad_accum_steps > 1 or acc.num_processes > 1):
+            raise ConfigError("update_order: alternating updates need grad_accum_steps 1 and one process; "
+                              "use update_order: together")
         optimizer = build_optimizer(self.distiller.trainable_parameters(), cfg.optimizer)
-        self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.grad_accum_steps)
-        self.scheduler = build_scheduler(optimizer, self.steps_per_epoch, cfg.epochs, cfg.schedule)
         self.model, self.optimizer = acc.prepare(self.distiller, optimizer)
+        if acc.num_processes > 1:  # each process now takes its share of every epoch's batches
+            self.train_loader = acc.prepare(self.train_loader)
+        # Steps are what this process runs, so schedules end, decay and warm up on time however
+        # many processes share the epoch.
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.grad_accum_steps)
+        self.scheduler = build_scheduler(self.optimizer.optimizer, self.steps_per_epoch, cfg.epochs, cfg.schedule)
         # Without a gradient scaler or a sharding engine the wrapped optimizer only forwards the
         # call at accumulation boundaries; doing that directly saves ~10% of a small model's step.
         self._plain_step = acc.scaler is None and acc.distributed_type in (
             DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU
         )
-        if acc.num_processes > 1:
-            self.train_loader = acc.prepare(self.train_loader)
         self.state = {"epoch": 0, "step": 0, "batch_in_epoch": 0, "best_metric": None, "best_epoch": None, "bad_epochs": 0}
         self._teacher_val = None
+        self._epoch_sums: dict[str, torch.Tensor] = {}  # the running epoch's loss sums, checkpointed
+        self._epoch_seen, self._epoch_time, self._epoch_start = 0, 0.0, time.perf_counter()
 
     def _training_state(self) -> dict[str, Any]:
         return {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": ckpt.rng_state(),
+            "epoch_sums": {k: v.detach().cpu() for k, v in self._epoch_sums.items()},
+            "epoch_seen": self._epoch_seen,
+            "epoch_time": self._epoch_time + time.perf_counter() - self._epoch_start,
         }
 
     def _save(self) -> None:
@@ -199,30 +227,52 @@ class Trainer:
             for p in self.distiller.trainable_parameters():
                 if not torch.isfinite(p).all():
                     raise NonFiniteLossError(
-                        f"weights became non-finite before step {self.state['step']}; the last checkpoint in "
-                        f"{self.out / 'checkpoints'} is intact; try a lower learning rate or max_grad_norm."
+                        f"weights became non-finite before step {self.state['step']}; {self._last_good()}; "
+                        "try a lower learning rate or max_grad_norm."
                     )
         if self.accelerator.is_main_process:
             module = self.accelerator.unwrap_model(self.model).trainable()
             ckpt.save_checkpoint(self.out / "checkpoints", module, self._training_state(), dict(self.state))
 
-    def _resume(self) -> None:
-        path = ckpt.latest_checkpoint(self.out / "checkpoints")
-        if path is None:
-            return
-        training, info = ckpt.load_checkpoint(path, self.accelerator.unwrap_model(self.model).trainable())
-        self.optimizer.load_state_dict(training["optimizer"])
-        self.scheduler.load_state_dict(training["scheduler"])
-        ckpt.set_rng_state(training["rng"])
-        self.state.update(info)
-        self._truncate_log(info["step"])
+    def _last_good(self) -> str:
+        """What a stopped run leaves to resume from, said truthfully."""
+        last = self.out / "checkpoints" / "latest"
+        if last.is_file():
+            return f"the last checkpoint ({last.read_text().strip()} in {last.parent}) is intact"
+        return "no checkpoint was written yet, so --resume starts from the beginning"
 
-    def _truncate_log(self, step: int) -> None:
-        """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+    def _resume(self) -> None:
+        """Continue from the newest intact checkpoint, or from nothing; either way the log is cut
+        back to the epochs that checkpoint has finished, and what killed writes left is swept."""
+        for folder in (self.out, self.out / "checkpoints", self.out / "best"):
+            remove_temporary(folder)
+        path = ckpt.latest_checkpoint(self.out / "checkpoints")
+        if path is not None:
+            training, info = ckpt.load_checkpoint(path, self.accelerator.unwrap_model(self.model).trainable())
+            self.optimizer.load_state_dict(training["optimizer"])
+            self.scheduler.load_state_dict(training["scheduler"])
+            ckpt.set_rng_state(training["rng"])
+            self.state.update(info)
+            device = self.accelerator.device
+            self._epoch_sums = {k: v.to(device) for k, v in training.get("epoch_sums", {}).items()}
+            self._epoch_seen, self._epoch_time = training.get("epoch_seen", 0), training.get("epoch_time", 0.0)
+        self._truncate_log(self.state["epoch"])
+
+    def _truncate_log(self, epochs: int) -> None:
+        """Keep the log lines of the first `epochs` epochs: those the checkpoint has finished (each
+        epoch's line is written before its checkpoint, so a later line was never checkpointed)."""
         log = self.out / "metrics.jsonl"
-        if log.is_file():
-            keep = [l for l in log.read_text().splitlines() if l and json.loads(l)["step"] <= step]
-            ckpt.atomic_write_text(log, "".join(k + "\n" for k in keep))
+        if not log.is_file() or not self.accelerator.is_main_process:
+            return
+        keep = []
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by the kill
+                continue
+            if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] <= epochs:
+                keep.append(line)
+        ckpt.atomic_write_text(log, "".join(k + "\n" for k in keep))
 
     # ----- the loop -----
 
@@ -249,58 +299,91 @@ class Trainer:
 
     def _train_epoch(self, epoch: int, bar: TrainProgress) -> dict[str, float]:
         """One pass over the data. Loss parts are summed on the device and read back only every
-        `sync_every_steps` steps, so the GPU never waits for the host in between."""
+        `sync_every_steps` steps, so the GPU never waits for the host in between. The sums are
+        part of the checkpoint, so an epoch resumed mid-way logs what the uninterrupted one does."""
         cfg = self.config
-        self.sampler.epoch, self.sampler.skip = epoch, self.state["batch_in_epoch"]
+        # the sampler counts batches of all processes; batch_in_epoch counts this process's
+        self.sampler.epoch = epoch
+        self.sampler.skip = self.state["batch_in_epoch"] * self.accelerator.num_processes
         if hasattr(self.train_loader.dataset, "set_epoch"):  # per-epoch augmentation
             self.train_loader.dataset.set_epoch(epoch)
         self.distiller.set_epoch(epoch)
         self.model.train()
-        sums: dict[str, torch.Tensor] = {}
-        seen, start = 0, time.perf_counter()
+        if self.state["batch_in_epoch"] == 0:
+            self._epoch_sums, self._epoch_seen, self._epoch_time = {}, 0, 0.0
+        sums = self._epoch_sums
+        self._epoch_start = time.perf_counter()
         for i, batch in enumerate(self.train_loader, 1):
             batch = to_device(batch, self.accelerator.device)
             if cfg.channels_last:
                 batch = _channels_last(batch)
             if self.state["batch_in_epoch"] == 0:
                 self._check_labels(batch)
+            self._batch = batch  # named in the error if the loss turns non-finite
             parts, n = self._step(batch)
-            seen += n
-            for k, v in parts.items():
-                sums[k] = sums[k] + v * n if k in sums else v * n
             if i % cfg.sync_every_steps == 0:
-                means = self._read(sums, seen)
-                bar.advance(means, seen / (time.perf_counter() - start), steps=cfg.sync_every_steps)
+                means = self._read(sums, self._epoch_seen)
+                bar.advance(means, self._epoch_seen / self._elapsed(), steps=cfg.sync_every_steps)
         self.state["batch_in_epoch"] = 0
-        means = self._read(sums, seen)
-        return {f"train/{k}": v for k, v in means.items()} | {"train/samples_per_s": seen / (time.perf_counter() - start)}
+        means = self._read(sums, self._epoch_seen)
+        return {f"train/{k}": v for k, v in means.items()} | {"train/samples_per_s": self._epoch_seen / self._elapsed()}
+
+    def _elapsed(self) -> float:
+        return max(self._epoch_time + time.perf_counter() - self._epoch_start, 1e-9)
 
     def _step(self, batch: Any) -> tuple[dict[str, torch.Tensor], int]:
-        """Forward, backward and (at accumulation boundaries) an optimizer and schedule step."""
-        acc, cfg = self.accelerator, self.config
+        """Forward, backward and (at accumulation boundaries) an optimizer and schedule step; with
+        an alternating update order, one such pass per phase of the Distiller."""
+        acc, cfg, phases = self.accelerator, self.config, len(self.distiller.phases)
+        self.distiller.set_progress(self.state["step"] / max(1, self.steps_per_epoch * self.config.epochs))
+        parts: dict[str, torch.Tensor] = {}
         with acc.accumulate(self.model):
-            with acc.autocast():
-                out = self.model(batch)
-            parts = {k: v.detach() for k, v in out.items() if k not in ("output", "teacher_output")}
-            if cfg.sync_every_steps == 1:
-                self._check_finite(parts)  # before the bad step reaches the weights
-            acc.backward(out["loss"])
-            if acc.sync_gradients and cfg.max_grad_norm:
-                acc.clip_grad_norm_(self.distiller.trainable_parameters(), cfg.max_grad_norm)
-            if self._plain_step:  # Accelerate's wrapper re-checks installed packages on every call
-                if acc.sync_gradients:
-                    self.optimizer.optimizer.step()
-                    self.optimizer.optimizer.zero_grad(set_to_none=True)
-            else:
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+            for phase in range(phases):
+                out = self._phase(batch, phase if phases > 1 else None)
+                for k, v in out.items():  # the phases' parts side by side, their losses summed
+                    if k not in ("output", "teacher_output"):
+                        parts[k] = parts[k] + v.detach() if k in parts else v.detach()
+                n = out["output"].shape[0]
+        if acc.sync_gradients:
+            self.distiller.after_step()
+        for k, v in parts.items():  # before a checkpoint, which must hold this step's sums
+            self._epoch_sums[k] = self._epoch_sums[k] + v * n if k in self._epoch_sums else v * n
+        self._epoch_seen += n
         self.state["batch_in_epoch"] += 1
         if acc.sync_gradients:
             self.scheduler.step()
             self.state["step"] += 1
-            if cfg.checkpoint_every_steps and self.state["step"] % cfg.checkpoint_every_steps == 0:
+            if cfg.checkpoint_every_steps and self.state["step"] % cfg.checkpoint_every_steps == 0 \
+                    and not self._epoch_checkpoint_follows():
                 self._save()
-        return parts, out["output"].shape[0]
+        return parts, n
+
+    def _phase(self, batch: Any, phase: int | None) -> dict[str, torch.Tensor]:
+        """One forward and backward, and the optimizer step at accumulation boundaries."""
+        acc, cfg = self.accelerator, self.config
+        with acc.autocast():
+            out = self.model(batch) if phase is None else self.model(batch, phase=phase)
+        if cfg.sync_every_steps == 1:  # before the bad step reaches the weights
+            self._check_finite({k: v.detach() for k, v in out.items() if k not in ("output", "teacher_output")})
+        acc.backward(out["loss"])
+        if acc.sync_gradients and cfg.max_grad_norm:
+            acc.clip_grad_norm_(self.distiller.trainable_parameters(), cfg.max_grad_norm)
+        if self._plain_step:  # Accelerate's wrapper re-checks installed packages on every call
+            if acc.sync_gradients:
+                self.optimizer.optimizer.step()
+                self.optimizer.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return out
+
+    def _epoch_checkpoint_follows(self) -> bool:
+        """On an epoch's last batch, whether the epoch's own checkpoint comes right after validation
+        (then a step checkpoint here would save the same step twice and log the epoch twice)."""
+        if self.state["batch_in_epoch"] < len(self.train_loader):
+            return False
+        done = self.state["epoch"] + 1
+        return done % self.config.checkpoint_every_epochs == 0 or done == self.config.epochs
 
     def _read(self, sums: dict[str, torch.Tensor], seen: int) -> dict[str, float]:
         """Host read of the running means (one sync), checking they are finite."""
@@ -320,11 +403,13 @@ class Trainer:
         bad = [k for k, v in parts.items() if k != "loss" and not torch.isfinite(v).item()]
         late = self.config.sync_every_steps
         where = f"at step {self.state['step'] + 1}" if late == 1 else f"within the {late} steps up to step {self.state['step']}"
+        inputs = non_finite_inputs(getattr(self, "_batch", None))
+        cause = (f"the batch's {inputs} contain NaN or inf: clean the data" if inputs
+                 else "try a lower learning rate or max_grad_norm")
         raise NonFiniteLossError(
             f"loss became {parts['loss'].item()} {where} "
-            f"(epoch {self.state['epoch'] + 1}); bad part(s): {', '.join(bad) or 'loss'}. "
-            f"The last checkpoint in {self.out / 'checkpoints'} is intact; try a lower learning rate "
-            f"or max_grad_norm."
+            f"(epoch {self.state['epoch'] + 1}); bad part(s): {', '.join(bad) or 'loss'}; {cause}. "
+            f"{self._last_good()[0].upper()}{self._last_good()[1:]}."
         )
 
     def _validate(self) -> dict[str, float]:
@@ -335,7 +420,11 @@ class Trainer:
             student, self.val_loader, self.config.task, self.accelerator.device,
             self.distiller.teacher, self._teacher_val,  # a frozen teacher's outputs are computed once
         )
-        return {f"val/{k}": v for k, v in metrics.items()}
+        record = {f"val/{k}": v for k, v in metrics.items()}
+        for name, model in self.distiller.companions().items():
+            metrics, _ = evaluate_model(model, self.val_loader, self.config.task, self.accelerator.device)
+            record |= {f"val/{name}/{k}": v for k, v in metrics.items()}
+        return record
 
     def _end_epoch(self, record: dict[str, Any]) -> bool:
         """Log, keep the best student, checkpoint; True when early stopping says stop."""
@@ -348,6 +437,8 @@ class Trainer:
             self.state.update(best_metric=value, best_epoch=self.state["epoch"], bad_epochs=0)
             if self.accelerator.is_main_process:
                 ckpt.save_weights(self.accelerator.unwrap_model(self.model).student, self.out / "best" / "student.safetensors")
+                for model_name, model in self.distiller.companions().items():  # from the same epoch
+                    ckpt.save_weights(model, self.out / "best" / f"{model_name}.safetensors")
         else:
             self.state["bad_epochs"] += 1
         if self.accelerator.is_main_process:

@@ -158,6 +158,7 @@ def test_regression_kd_by_hand():
 
 LOGIT_ONLY = {"student_logits", "teacher_logits", "labels", "sample_weight"}
 PURE_KD = {"hinton_kd": {"alpha": 0.0}, "regression_kd": {}}
+SOFT_WITH_UNLABELLED = {"mutual_kd"}  # its CE part vanishes on unlabelled rows, leaving the KL
 
 
 def _logit_losses():
@@ -178,7 +179,8 @@ def test_contract_finite_and_stationary_at_identity(name):
 
     loss = LOSSES.get(name)(**PURE_KD.get(name, {}))
     takes_labels = "labels" in inspect.signature(loss.forward).parameters
-    labels = {"labels": torch.tensor([0, 1, 2, 3])} if takes_labels else {}
+    given = torch.full((4,), -100) if name in SOFT_WITH_UNLABELLED else torch.tensor([0, 1, 2, 3])
+    labels = {"labels": given} if takes_labels else {}
     s = torch.randn(4, 5, requires_grad=True)
     t = torch.randn(4, 5)
     value = loss(student_logits=s, teacher_logits=t, **labels)
@@ -203,3 +205,183 @@ def test_unlabelled_samples_count_only_in_the_soft_term():
     soft = hinton_kd_loss(s, t, temperature=2.0, alpha=0.0).item()
     mixed = hinton_kd_loss(s, t, y, temperature=2.0, alpha=0.25).item()
     assert mixed == pytest.approx(0.75 * soft + 0.25 * ce_kept, rel=1e-5)
+
+
+# ----- unlabelled rows and label checks (issue 14, items 2-3) -----
+
+def dkd_formula(s, t, y, alpha, beta, temperature, w=None):
+    """Zhao et al. eq. 7 row by row in plain arithmetic, a weighted mean over labelled rows."""
+    w = [1.0] * len(y) if w is None else w
+    total, norm = 0.0, 0.0
+    for zs, zt, yi, wi in zip(s.tolist(), t.tolist(), y.tolist(), w):
+        if yi == -100:
+            continue
+        ps, pt = softmax([v / temperature for v in zs]), softmax([v / temperature for v in zt])
+        tckd = kl([pt[yi], 1 - pt[yi]], [ps[yi], 1 - ps[yi]])
+        rest = [c for c in range(len(zs)) if c != yi]
+        nckd = kl(softmax([zt[c] / temperature for c in rest]), softmax([zs[c] / temperature for c in rest]))
+        total += wi * (alpha * tckd + beta * nckd) * temperature**2
+        norm += wi
+    return total / norm
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_dkd_leaves_unlabelled_rows_out(weighted):
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 4), torch.randn(6, 4) * 2
+    y = torch.tensor([1, -100, 3, 0, -100, 2])
+    w = [0.5, 2.0, 1.0, 3.0, 1.0, 0.25] if weighted else None
+    got = dkd_loss(s, t, y, alpha=1.0, beta=8.0, temperature=4.0,
+                   sample_weight=torch.tensor(w) if weighted else None)
+    assert got.item() == pytest.approx(dkd_formula(s, t, y, 1.0, 8.0, 4.0, w), rel=1e-5)
+
+
+def test_dkd_without_labelled_rows_is_zero_with_a_zero_gradient():
+    s = torch.randn(4, 5, requires_grad=True)
+    loss = DKD()(s, torch.randn(4, 5), torch.full((4,), -100))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.equal(s.grad, torch.zeros_like(s))
+
+
+def test_label_count_mismatch_names_the_tensors():
+    from distil.errors import ConfigError
+    from distil.losses import CrossEntropy
+
+    s, t, y = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (7,))
+    msg = r"labels has 7 entries but student_logits has 8 rows \(shape \(8, 10\)\)"
+    with pytest.raises(ConfigError, match="dkd: " + msg):
+        dkd_loss(s, t, y)
+    with pytest.raises(ConfigError, match="hinton_kd: " + msg):
+        hinton_kd_loss(s, t, y, alpha=0.5)
+    with pytest.raises(ConfigError, match="cross_entropy: " + msg):
+        CrossEntropy()(s, y)
+    with pytest.raises(ConfigError, match=r"dkd: labels has shape \(8, 1\) but must be \(8,\)"):
+        dkd_loss(s, t, torch.zeros(8, 1, dtype=torch.long))
+    with pytest.raises(ConfigError, match="dkd: labels must be integer class indices"):
+        dkd_loss(s, t, torch.zeros(8))
+
+
+def test_regression_target_mismatch_names_the_tensors():
+    from distil.errors import ConfigError
+    from distil.losses import MSE
+
+    s, t = torch.randn(8, 2), torch.randn(8, 2)
+    msg = r"regression_kd: labels has shape \(8,\) but student_logits has shape \(8, 2\)"
+    with pytest.raises(ConfigError, match=msg):
+        RegressionKD(alpha=0.5)(s, t, torch.randn(8))
+    with pytest.raises(ConfigError, match=r"mse: labels has shape \(7, 2\)"):
+        MSE()(s, torch.randn(7, 2))
+    assert MSE()(torch.tensor([[1.0], [3.0]]), torch.tensor([0.0, 1.0])).item() == pytest.approx((1 + 4) / 2)
+
+
+# ----- contracts over every registered loss with a hard-label part -----
+
+# The configuration of each class-label loss that leaves only its label-dependent part; every
+# registered response loss taking `labels` must be listed here or in REGRESSION.
+HARD_ONLY = {"cross_entropy": {}, "hinton_kd": {"alpha": 1.0}, "logit_standardization": {"alpha": 1.0}, "dkd": {},
+             "teacher_annealing": {"start": 1.0, "end": 1.0}}
+REGRESSION = {"mse", "regression_kd"}  # targets are floats: no unlabelled marker
+# Labels that weigh teachers rather than form a hard term, or a hard term with no option that
+# isolates it; each is checked against its formula in tests/losses/response/test_scheme_losses.py.
+OTHER_LABEL_USE = {"multi_teacher_kd", "mutual_kd"}
+
+
+def _label_losses():
+    import inspect
+
+    return [
+        n for n in LOSSES.names()
+        if LOSSES.get(n).__module__.startswith("distil.losses.response")
+        and "labels" in inspect.signature(LOSSES.get(n).forward).parameters
+    ]
+
+
+def test_every_label_taking_response_loss_is_classified():
+    missing = set(_label_losses()) - set(HARD_ONLY) - REGRESSION - OTHER_LABEL_USE
+    assert not missing, f"add these losses to HARD_ONLY (with the options that isolate the hard part): {missing}"
+
+
+def _call(loss, s, t, y, w=None):
+    import inspect
+
+    params = inspect.signature(loss.forward).parameters
+    kwargs = {"student_logits": s, "labels": y, "sample_weight": w}
+    if "teacher_logits" in params:
+        kwargs["teacher_logits"] = t
+    return loss(**kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(HARD_ONLY))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_contract_hard_part_is_a_mean_over_labelled_rows(name, weighted):
+    """Unlabelled rows (-100) change neither the value nor the gradient of the hard part."""
+    torch.manual_seed(0)
+    loss = LOSSES.get(name)(**HARD_ONLY[name])
+    s, t = torch.randn(8, 5, requires_grad=True), torch.randn(8, 5)
+    y = torch.tensor([0, -100, 2, -100, 4, -100, 1, -100])
+    w = torch.rand(8) + 0.1 if weighted else None
+    kept = y != -100
+    full = _call(loss, s, t, y, w)
+    alone = _call(loss, s[kept], t[kept], y[kept], None if w is None else w[kept])
+    assert full.item() == pytest.approx(alone.item(), rel=1e-5)
+    (g,) = torch.autograd.grad(full, s)
+    assert torch.all(g[~kept] == 0)
+
+
+@pytest.mark.parametrize("name", sorted(HARD_ONLY))
+def test_contract_no_labelled_row_gives_zero_and_a_zero_gradient(name):
+    loss = LOSSES.get(name)(**HARD_ONLY[name])
+    s = torch.randn(4, 5, requires_grad=True)
+    value = _call(loss, s, torch.randn(4, 5), torch.full((4,), -100), torch.rand(4))
+    (g,) = torch.autograd.grad(value, s)
+    assert value.item() == 0.0
+    assert torch.equal(g, torch.zeros_like(s))
+
+
+DEGENERATE = {
+    "constant_student": lambda: (torch.zeros(8, 10), torch.randn(8, 10) * 3),
+    "constant_teacher": lambda: (torch.randn(8, 10) * 3, torch.zeros(8, 10)),
+    "both_constant": lambda: (torch.full((8, 10), 2.0), torch.zeros(8, 10)),
+    "saturated": lambda: (torch.randn(8, 10) * 1e3, torch.randn(8, 10) * 1e3),
+}
+
+
+def _degenerate_cases():
+    import inspect
+
+    cases = []
+    for name in _logit_losses():
+        init = inspect.signature(LOSSES.get(name).__init__).parameters
+        temps = [None, 1e-3, 1e3] if "temperature" in init else [None]
+        for tau in temps:
+            for inputs in DEGENERATE:
+                for labels in ("labelled", "unlabelled"):
+                    cases.append((name, tau, inputs, labels))
+    return cases
+
+
+@pytest.mark.parametrize("name,tau,inputs,labels", _degenerate_cases())
+def test_contract_finite_gradients_on_degenerate_inputs(name, tau, inputs, labels):
+    """Constant rows and columns, saturated softmaxes, extreme temperatures, batches without a
+    label: the value and every gradient stay finite (the hard part mixed in where there is one)."""
+    import inspect
+
+    cls = LOSSES.get(name)
+    init = inspect.signature(cls.__init__).parameters
+    options = dict(PURE_KD.get(name, {}))
+    if "alpha" in init and name != "dkd":
+        options["alpha"] = 0.5
+    if tau is not None:
+        options["temperature"] = tau
+    torch.manual_seed(0)
+    zs, zt = DEGENERATE[inputs]()
+    s = zs.requires_grad_()
+    y = torch.randint(0, 10, (8,)) if labels == "labelled" else torch.full((8,), -100)
+    if name in REGRESSION:
+        y = torch.randn(8, 10)
+    takes_labels = "labels" in inspect.signature(cls.forward).parameters
+    value = cls(**options)(student_logits=s, teacher_logits=zt, **({"labels": y} if takes_labels else {}))
+    (g,) = torch.autograd.grad(value, s)
+    assert torch.isfinite(value)
+    assert torch.isfinite(g).all()
