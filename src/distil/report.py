@@ -2,7 +2,9 @@
 
 A run folder holds `metrics.json` (`{"teacher": {...}, "baseline": {...}, "distilled": {...}}`,
 any subset) and learning curves in `<name>/metrics.jsonl` (or `metrics.jsonl` for the distilled
-student of a plain `distil run`).
+student of a plain `distil run`). When `distil export` or `distil cascade` ran on it (or on a model
+folder inside it, as the demo's `distilled/`), their `export/export.json` and `cascade.json` get a
+table each below the main one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from distil.checkpoint import atomic_write_text
 from distil.errors import DistilError
@@ -51,6 +53,63 @@ def table_rows(models: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[
     header = ["model"] + [c[1] for c in cols]
     rows = [[name] + [format_cell(k, m.get(k), f) for k, _, f in cols] for name, m in models.items()]
     return header, rows
+
+
+EXPORT_COLUMNS = [  # agreement here is with the PyTorch student, not the teacher
+    ("size_bytes", "size", None),
+    ("accuracy", "accuracy", "{:.2%}"),
+    ("agreement", "agreement with PyTorch", "{:.2%}"),
+    ("latency_ms", "latency b1 (ms)", "{:.3f}"),
+    ("latency_ms_b64", "latency b64 (ms/sample)", "{:.4f}"),
+]
+EXPORT_ROWS = {"pytorch": "PyTorch", "onnx": "student.onnx", "onnx_int8": "student.int8.onnx (dynamic)",
+               "onnx_int8_static": "student.int8-static.onnx (static)"}
+Section = tuple[str, list[str], list[list[str]]]  # title, header, rows
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DistilError(f"{path} is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def _export_section(report: dict[str, Any], where: str) -> Section:
+    rows = {EXPORT_ROWS[k]: report[k] for k in EXPORT_ROWS if k in report}
+    cols = [c for c in EXPORT_COLUMNS if any(c[0] in m for m in rows.values())]
+    title = f"Export{where}: onnxruntime on the test split"
+    calibration = report.get("calibration")
+    if calibration:
+        title += f" (static int8 calibrated on {calibration['samples']} training samples, {calibration['method']})"
+    header = ["file"] + [h for _, h, _ in cols]
+    return title, header, [[n] + [format_cell(k, m.get(k), f) for k, _, f in cols] for n, m in rows.items()]
+
+
+def _cascade_section(report: dict[str, Any], where: str) -> Section:
+    rows = []
+    for split in ("validation", "test"):
+        r = report[split]
+        rows.append([split, f"{r['teacher_share']:.1%}"] + [f"{r[k]:.2%}" for k in ("accuracy", "student_accuracy", "teacher_accuracy")])
+    latency = report["latency"]
+    rows[0] += ["", ""]
+    rows[1] += [f"{latency['measured_ms']:.3f}", f"{latency['expected_ms']:.3f}"]
+    title = (f"Cascade{where}: target {report['target_accuracy']:.2%}, "
+             f"teacher when the student's confidence < {report['threshold']:.4f}")
+    header = ["split", "sent to teacher", "accuracy", "student alone", "teacher alone", "latency (ms, measured)",
+              "latency (ms, expected)"]
+    return title, header, rows
+
+
+def sections(run_dir: Path, models: dict[str, Any]) -> list[Section]:
+    """Tables from export.json and cascade.json in the run folder or its model folders."""
+    out = []
+    for folder in [run_dir] + [run_dir / name for name in models if (run_dir / name).is_dir()]:
+        where = "" if folder == run_dir else f" ({folder.name})"
+        if (folder / "export" / "export.json").is_file():
+            out.append(_export_section(_read(folder / "export" / "export.json"), where))
+        if (folder / "cascade.json").is_file():
+            out.append(_cascade_section(_read(folder / "cascade.json"), where))
+    return out
 
 
 def load_run(run_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
@@ -107,17 +166,27 @@ def plots(models: dict[str, dict[str, Any]], curves: dict[str, list[dict[str, An
     return out
 
 
-def markdown(models: dict[str, dict[str, Any]], title: str, notes: str = "") -> str:
-    header, rows = table_rows(models)
-    lines = [f"# {title}", "", notes, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def markdown(models: dict[str, dict[str, Any]], title: str, notes: str = "", extra: Sequence[Section] = ()) -> str:
+    lines = [f"# {title}", "", notes, "", *_md_table(*table_rows(models))]
+    for heading, header, rows in extra:
+        lines += ["", f"## {heading}", "", *_md_table(header, rows)]
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 
-def html_page(models: dict[str, dict[str, Any]], images: dict[str, str], title: str, notes: str = "") -> str:
-    header, rows = table_rows(models)
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{trs}</table>"
+
+
+def html_page(models: dict[str, dict[str, Any]], images: dict[str, str], title: str, notes: str = "",
+              extra: Sequence[Section] = ()) -> str:
+    tables = _html_table(*table_rows(models)) + "".join(
+        f"<h2>{html.escape(heading)}</h2>{_html_table(header, rows)}" for heading, header, rows in extra)
     figs = "".join(f'<h2>{html.escape(t)}</h2><img alt="{html.escape(t)}" src="data:image/png;base64,{b}">' for t, b in images.items())
     style = (
         "body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#222}"
@@ -127,7 +196,7 @@ def html_page(models: dict[str, dict[str, Any]], images: dict[str, str], title: 
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(notes)}</p>"
-        f"<table><tr>{th}</tr>{trs}</table>{figs}</body></html>"
+        f"{tables}{figs}</body></html>"
     )
 
 
@@ -136,6 +205,7 @@ def write_report(run_dir: Path, title: str = "distil report", notes: str = "") -
     run_dir = Path(run_dir)
     models, curves = load_run(run_dir)
     md, page = run_dir / "report.md", run_dir / "report.html"
-    atomic_write_text(md, markdown(models, title, notes))
-    atomic_write_text(page, html_page(models, plots(models, curves), title, notes))
+    extra = sections(run_dir, models)
+    atomic_write_text(md, markdown(models, title, notes, extra))
+    atomic_write_text(page, html_page(models, plots(models, curves), title, notes, extra))
     return md, page

@@ -70,6 +70,21 @@ def test_kd_loss(tmp_path):
     assert all(r["us_per_step"] > 0 for r in data["rows"])
 
 
+def test_dml_step(tmp_path):
+    data = load("dml_step").main(["--smoke", "--out", str(tmp_path)])
+    assert_all_ran(data)
+    dml = [r for r in data["rows"] if r["row"] == "distil DML step"]
+    assert len(dml) == 1 and dml[0]["x_floor"] > 0
+
+
+def test_schemes(tmp_path):
+    data = load("schemes").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"),
+                                 "--recipes", "digits_dml", "digits_takd"])
+    assert_all_ran(data)
+    rows = {(r["recipe"], r["model"]) for r in data["rows"]}
+    assert {("digits_dml", "peer"), ("digits_dml", "ensemble"), ("digits_takd", "assistant-1")} <= rows
+
+
 def test_search_max_doubles_then_bisects():
     search_max = load("lm_token_kd").search_max
     probes = []
@@ -158,4 +173,22 @@ def test_report_and_install_deps(tmp_path, capsys):
 def test_help_runs(script, capsys):
     with pytest.raises(SystemExit) as exit_info:
         load(script).main(["--help"])
+    assert exit_info.value.code == 0 and "--smoke" in capsys.readouterr().out
+
+
+def test_static_int8(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    data = load("static_int8").main(["--smoke", "--out", str(tmp_path)])
+    assert_all_ran(data)
+    rows = {r["row"]: r for r in data["rows"]}
+    assert list(rows) == ["pytorch", "fp32 onnx", "dynamic int8", "static int8 (minmax)", "static int8 (percentile)"]
+    fp32 = rows["fp32 onnx"]
+    assert fp32["agreement"] == 1.0 and fp32["x_fp32_size"] == fp32["x_fp32_b1"] == fp32["x_fp32_b64"] == 1.0
+    for name in ("static int8 (minmax)", "static int8 (percentile)"):
+        assert rows[name]["x_fp32_size"] < 0.6 and rows[name]["agreement"] >= 0.9 and rows[name]["quantise_s"] > 0
+    assert all(r["latency_b1_ms"] > 0 and r["latency_b64_ms"] > 0 for r in rows.values())
+    assert json.loads((tmp_path / "static_int8_smoke.json").read_text())["complete"]
+    with pytest.raises(SystemExit) as exit_info:
+        load("static_int8").main(["--help"])
     assert exit_info.value.code == 0 and "--smoke" in capsys.readouterr().out

@@ -41,27 +41,28 @@ def run_dir(tmp_path_factory):
     return run_recipe(load_recipe(recipe), progress=False).output_dir
 
 
-def test_export_writes_both_files_and_a_report(run_dir):
+def test_export_writes_all_files_and_a_report(run_dir):
     result = invoke("export", run_dir)
     assert result.exit_code == 0, result.stderr
     out = run_dir / "export"
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "student.int8.onnx", "student.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "student.int8-static.onnx", "student.int8.onnx", "student.onnx"]
     report = json.loads((out / "export.json").read_text())
-    assert {"pytorch", "onnx", "onnx_int8", "samples", "threads"} <= set(report)
+    assert {"pytorch", "onnx", "onnx_int8", "onnx_int8_static", "samples", "threads", "calibration"} <= set(report)
     assert report["samples"] == 500  # the digits test split
-    assert set(report["onnx"]) == set(report["onnx_int8"]) == FILE_KEYS
+    assert report["calibration"] == {"split": "train", "samples": 256, "method": "minmax", "seed": 0}
+    assert set(report["onnx"]) == set(report["onnx_int8"]) == set(report["onnx_int8_static"]) == FILE_KEYS
     assert report["onnx"]["agreement"] == 1.0 and report["onnx"]["max_abs_diff"] < 1e-4
     assert report["onnx"]["accuracy"] == pytest.approx(report["pytorch"]["accuracy"])
     assert report["onnx_int8"]["size_bytes"] < report["onnx"]["size_bytes"]
-    assert "onnx_int8" in result.stdout and "speed-up b1" in result.stdout
+    assert "onnx_int8_static" in result.stdout and "speed-up b1" in result.stdout
 
 
-def test_no_int8_no_check_into_another_folder(run_dir, tmp_path):
-    result = invoke("export", run_dir, "-o", tmp_path / "out", "--no-int8", "--no-check")
+def test_no_int8_no_static_no_check_into_another_folder(run_dir, tmp_path):
+    result = invoke("export", run_dir, "-o", tmp_path / "out", "--no-int8", "--no-static", "--no-check")
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export.json", "student.onnx"]
     report = json.loads((tmp_path / "out" / "export.json").read_text())
-    assert set(report["onnx"]) == {"file", "size_bytes"} and "onnx_int8" not in report
+    assert set(report["onnx"]) == {"file", "size_bytes"} and "onnx_int8" not in report and "onnx_int8_static" not in report
 
 
 def test_missing_run_folder_is_one_line(tmp_path):
@@ -83,3 +84,17 @@ def test_missing_extra_names_the_install_command(run_dir, monkeypatch):
     result = invoke("export", run_dir)
     assert result.exit_code == 2
     assert error_lines(result) == ['error: ONNX export needs onnxscript: pip install "distil[export]"']
+
+
+def test_report_shows_the_export_rows(run_dir):
+    assert invoke("export", run_dir).exit_code == 0
+    report = json.loads((run_dir / "export" / "export.json").read_text())
+    result = invoke("report", run_dir)
+    assert result.exit_code == 0, result.stderr
+    md = (run_dir / "report.md").read_text()
+    section = md[md.index("## Export: onnxruntime on the test split (static int8 calibrated on 256 training samples, minmax)"):]
+    rows = [line for line in section.splitlines() if line.startswith("| student") or line.startswith("| PyTorch")]
+    assert [r.split(" | ")[0] for r in rows] == ["| PyTorch", "| student.onnx", "| student.int8.onnx (dynamic)",
+                                                 "| student.int8-static.onnx (static)"]
+    assert f"| {report['onnx_int8_static']['accuracy']:.2%} | {report['onnx_int8_static']['agreement']:.2%} |" in rows[3]
+    assert "student.int8-static.onnx (static)" in (run_dir / "report.html").read_text()
