@@ -79,6 +79,15 @@ def temporary_path(path: Path) -> Path:
     return Path(tmp)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """`write(tmp)`, fsync, rename over `path`, fsync the folder: readers see the old or the new file."""
     path = Path(path)
@@ -86,6 +95,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = temporary_path(path)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # whatever the writer did: run files are read like any other file
         fsync_file(tmp)
         os.replace(tmp, path)
     finally:

@@ -286,3 +286,12 @@ def test_a_damaged_teacher_or_best_student_is_refused_by_name(tmp_path):
     result = runner.invoke(app, ["run", str(recipe), "--resume", "--no-progress"])
     assert result.exit_code == 2
     assert "teacher" in result.output and "is damaged" in result.output
+
+
+def test_run_files_are_readable_like_other_files(tmp_path):
+    from distil.integrity import atomic_write_text
+
+    atomic_write_text(tmp_path / "recipe.yaml", "seed: 0\n")
+    ckpt.save_weights(nn.Linear(2, 2), tmp_path / "w.safetensors")
+    for name in ("recipe.yaml", "w.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o044 == 0o044  # group and others may read
