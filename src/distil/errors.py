@@ -16,3 +16,9 @@ class ConfigError(DistilError, ValueError):
 
 class NonFiniteLossError(DistilError):
     """A loss part became NaN or inf; training stopped before the bad step was applied."""
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """repr of an offending value, cut so that a huge one still gives a readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from distil.build import build_data, build_distiller, build_losses, build_model, check_recipe, combine_teachers
 from distil.cache.recipe import cached_teacher, cached_train_set
 from distil.checkpoint import atomic_write_text, load_weights
-from distil.config import LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, dump_recipe, read_yaml_file
+from distil.config import LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, dump_recipe
 from distil.data import DataBundle
 from distil.distiller import Distiller
 from distil.errors import ConfigError
@@ -32,6 +32,7 @@ from distil.batch import first_sample, split_batch
 from distil.evaluate import cost_metrics, evaluate_model
 from distil.teacher import FrozenTeacher, TeacherEnsemble
 from distil.trainer import FitResult, Trainer, on_cpu
+from distil.yaml_reader import read_yaml_file
 
 RESUMABLE_CHANGES = {"epochs", "early_stopping_patience"}
 

@@ -12,7 +12,8 @@ import yaml
 
 from distil.build import build_data, check_recipe
 from distil.checkpoint import save_weights
-from distil.config import load_recipe, read_yaml, recipe_from_dict
+from distil.config import load_recipe, recipe_from_dict
+from distil.yaml_reader import read_yaml
 from distil.errors import ConfigError, DistilError
 from distil.models import MODELS
 from distil.pipeline import prepare_output_dir
