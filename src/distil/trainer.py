@@ -28,8 +28,8 @@ from distil.batch import Gather, batch_gatherer, split_batch, to_device
 from distil.distiller import Distiller
 from distil.errors import ConfigError, NonFiniteLossError
 from distil.evaluate import evaluate_model
-from distil.optim import build_optimizer, build_scheduler
 from distil.integrity import remove_temporary
+from distil.optim import build_optimizer, build_scheduler
 from distil.progress import TrainProgress
 from distil.teacher import FrozenTeacher
 

@@ -7,6 +7,7 @@ the signature once and passes exactly those. Losses stay usable in any hand-writ
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from distil.errors import ConfigError
@@ -93,6 +94,12 @@ def regression_targets(labels: Tensor | None, outputs: Tensor, what: str, *, why
             f"{tuple(outputs.shape)}: give one target per output"
         )
     return labels.float().reshape(outputs.shape)
+
+
+def labelled_cross_entropy(student_logits: Tensor, labels: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+    """The hard-label part every mixed loss shares: cross-entropy, a mean over labelled rows only."""
+    per_sample = F.cross_entropy(student_logits.float(), labels, reduction="none")  # 0 where labels == -100
+    return labelled_mean(per_sample, labels, sample_weight)
 
 
 def labelled_mean(per_sample: Tensor, labels: Tensor, sample_weight: Tensor | None) -> Tensor:

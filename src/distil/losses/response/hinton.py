@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distil.losses.base import LOSSES, check_pair, class_labels, kl_from_log_probs, labelled_mean, weighted_mean
+from distil.losses.base import LOSSES, check_pair, class_labels, kl_from_log_probs, labelled_cross_entropy, weighted_mean
 from distil.types import Fraction, Positive, validated
 
 
@@ -49,8 +49,7 @@ def hinton_kd_loss(
     if alpha == 0:
         return soft
     labels = class_labels(labels, student_logits, "hinton_kd", why="hinton_kd with alpha > 0")
-    hard = F.cross_entropy(student_logits.float(), labels, reduction="none")  # 0 where labels == -100
-    return soft + alpha * labelled_mean(hard, labels, sample_weight)
+    return soft + alpha * labelled_cross_entropy(student_logits, labels, sample_weight)
 
 
 @LOSSES.register("hinton_kd")

@@ -9,10 +9,9 @@ positively rescaling either side's logits.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distil.losses.base import LOSSES, check_pair, class_labels, labelled_mean, weighted_mean
+from distil.losses.base import LOSSES, check_pair, class_labels, labelled_cross_entropy, weighted_mean
 from distil.losses.response.hinton import softened_kl
 from distil.types import Fraction, Positive, validated
 
@@ -62,8 +61,7 @@ def logit_standardization_kd_loss(
     if alpha == 0:
         return soft
     labels = class_labels(labels, student_logits, "logit_standardization", why="logit_standardization with alpha > 0")
-    hard = F.cross_entropy(student_logits.float(), labels, reduction="none")  # 0 where labels == -100
-    return soft + alpha * labelled_mean(hard, labels, sample_weight)
+    return soft + alpha * labelled_cross_entropy(student_logits, labels, sample_weight)
 
 
 @LOSSES.register("logit_standardization")

@@ -8,10 +8,9 @@ targets (no gradient flows into them through this term).
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distil.losses.base import LOSSES, check_pair, class_labels, labelled_mean, weighted_mean
+from distil.losses.base import LOSSES, check_pair, class_labels, labelled_cross_entropy, weighted_mean
 from distil.losses.response.hinton import softened_kl
 from distil.types import Positive, validated
 
@@ -39,8 +38,7 @@ def mutual_kd_loss(
         check_pair(student_logits, other)
     labels = class_labels(labels, student_logits, "mutual_kd")
     kl = sum(weighted_mean(softened_kl(student_logits, other.detach(), temperature), sample_weight) for other in others)
-    hard = F.cross_entropy(student_logits.float(), labels, reduction="none")  # 0 where labels == -100
-    return labelled_mean(hard, labels, sample_weight) + temperature**2 * kl / len(others)
+    return labelled_cross_entropy(student_logits, labels, sample_weight) + temperature**2 * kl / len(others)
 
 
 @LOSSES.register("mutual_kd")

@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distil.losses.base import LOSSES, check_pair, class_labels, labelled_mean, weighted_mean
+from distil.losses.base import LOSSES, check_pair, class_labels, labelled_cross_entropy, weighted_mean
 from distil.losses.response.hinton import softened_kl
 from distil.types import Fraction, Positive, validated
 
@@ -42,8 +41,7 @@ def teacher_annealing_loss(
     check_pair(student_logits, teacher_logits)
     labels = class_labels(labels, student_logits, "teacher_annealing")
     soft = temperature**2 * weighted_mean(softened_kl(student_logits, teacher_logits, temperature), sample_weight)
-    hard = F.cross_entropy(student_logits.float(), labels, reduction="none")  # 0 where labels == -100
-    return mix * labelled_mean(hard, labels, sample_weight) + (1.0 - mix) * soft
+    return mix * labelled_cross_entropy(student_logits, labels, sample_weight) + (1.0 - mix) * soft
 
 
 @LOSSES.register("teacher_annealing")
