@@ -161,14 +161,16 @@ def latest_checkpoint(root: Path) -> Path | None:
         return None
     rejected = []
     for path in candidates:
+        if path.name == named:  # already found damaged above
+            continue
         problem = verify_checkpoint(path)
         if problem is None:
             warn(f"{trouble}; resuming from {path.name}, the newest intact checkpoint"
                  + (f" (also skipped: {', '.join(rejected)})" if rejected else ""))
             return path
         rejected.append(path.name)
-    raise DamagedFileError(f"no intact checkpoint in {root} ({trouble}; also damaged: {', '.join(rejected)}); "
-                           "pass --overwrite to start the run again")
+    also = f"; also damaged: {', '.join(rejected)}" if rejected else ""
+    raise DamagedFileError(f"no intact checkpoint in {root} ({trouble}{also}); pass --overwrite to start the run again")
 
 
 def load_checkpoint(path: Path, module: nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
