@@ -7,7 +7,8 @@ one-line ConfigError naming the recipe field, before any training starts.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Any, Callable, Iterable
 
 import torch
 from pydantic import ValidationError
@@ -19,9 +20,9 @@ from distil.cache.recipe import check_teacher_cache
 from distil.checkpoint import load_weights
 from distil.config import FollowerConfig, LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, format_errors
 from distil.data import DATASETS, DataBundle
-from distil.data.base import check_label_range
+from distil.data.base import check_label_range, train_subset
 from distil.distiller import TEACHER_INPUTS, Distiller, Term, loss_inputs
-from distil.errors import ConfigError, DistilError
+from distil.errors import ConfigError, DistilError, short_repr
 from distil.evaluate import eval_mode
 from distil.lm.generation import OnPolicy
 from distil.losses import LOSSES
@@ -35,13 +36,19 @@ from distil.teacher import TeacherEnsemble, as_logits
 MAX_PARAMETERS = 2**32  # 16 GB of float32 weights: a model built from numbers beyond this is a typo
 
 
-def _call(factory: Callable, options: dict[str, Any], field: str) -> Any:
+SUPPLIED = {"input_shape", "num_classes", "self"}  # what the builder passes, not the recipe
+
+
+def _call(factory: Callable, options: dict[str, Any], field: str, also: Iterable[str] = ()) -> Any:
+    """`factory(**options)`, its errors as lines naming `field`; an unknown option is answered with
+    the factory's parameters (and `also`, the section's other fields)."""
     try:
         return factory(**options)
     except DistilError:  # already names what to fix
         raise
     except ValidationError as e:
-        raise ConfigError(format_errors(e, field, options)) from None
+        known = {*also, *(n for n in inspect.signature(factory).parameters if n not in SUPPLIED)}
+        raise ConfigError(format_errors(e, field, options, options=lambda loc: known)) from None
     except TypeError as e:  # unvalidated factories: unknown or missing keyword
         raise ConfigError(f"{field}: {e}") from None
     except ValueError as e:
@@ -58,7 +65,14 @@ def _lookup(registry: Registry, name: str, field: str) -> Callable:
 
 def build_data(recipe: Recipe, field: str = "data.params") -> DataBundle:
     """The recipe's data set; `field` names the options in errors (teacher.data_params for a teacher's)."""
-    bundle = _call(_lookup(DATASETS, recipe.data.name, "data.name"), recipe.data.params, field)
+    factory, params = _lookup(DATASETS, recipe.data.name, "data.name"), dict(recipe.data.params)
+    # every data set takes max_train: those without their own get a seeded random subset
+    subset = params.pop("max_train", None) if "max_train" not in inspect.signature(factory).parameters else None
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+        raise ConfigError(f"{field}.max_train: must be a whole number > 0 (training samples kept), got {short_repr(subset)}")
+    bundle = _call(factory, params, field, also=("max_train",))
+    if subset is not None:
+        bundle = replace(bundle, train=train_subset(bundle.train, subset, recipe.seed))
     if bundle.task != recipe.task:
         raise ConfigError(f"task: data set {recipe.data.name!r} is for {bundle.task}, recipe says {recipe.task}")
     check_labels(bundle)
@@ -147,7 +161,7 @@ def _probe(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
 def build_losses(configs: list[LossConfig]) -> dict[str, Term]:
     terms: dict[str, Term] = {}
     for i, cfg in enumerate(configs):
-        loss = _call(_lookup(LOSSES, cfg.name, f"losses[{i}].name"), cfg.options, f"losses[{i}]")
+        loss = _call(_lookup(LOSSES, cfg.name, f"losses[{i}].name"), cfg.options, f"losses[{i}]", LossConfig.model_fields)
         name = cfg.name if cfg.name not in terms else f"{cfg.name}_{i}"
         terms[name] = Term(
             loss, cfg.weight, cfg.student_layers, cfg.teacher_layers,

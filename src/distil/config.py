@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import copy
 import re
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Iterable, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from distil.errors import ConfigError, short_repr
+from distil.registry import closest
 from distil.types import Fraction, NonNegative, Positive, PositiveInt, Seed
 from distil.yaml_reader import MAX_DEPTH, read_yaml, read_yaml_file
 
@@ -128,6 +130,9 @@ class TrainConfig(_Strict):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     epochs: PositiveInt = 10
+    max_steps: PositiveInt | None = Field(
+        None, description="stop every training of the run after this many optimizer steps: a quick check "
+        "(the learning-rate schedule still spans `epochs`)")
     grad_accum_steps: PositiveInt = 1
     max_grad_norm: Positive | None = None
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 on GPU")
@@ -145,6 +150,10 @@ class TrainConfig(_Strict):
         "'reduce-overhead' adds CUDA graphs, which small launch-bound models need",
     )
     output_dir: str = "runs/run"
+    log_with: list[Literal["tensorboard", "wandb", "mlflow", "aim", "comet_ml", "clearml", "dvclive"]] = Field(
+        default_factory=list, description="experiment trackers (Accelerate's) that receive every loss part and "
+        "metric; each needs its package (pip install tensorboard, wandb, ...)")
+    log_every_steps: PositiveInt = Field(50, description="trackers get the running loss parts every N steps (and every epoch)")
 
 
 class OnPolicyConfig(_Strict):
@@ -250,7 +259,10 @@ class Recipe(TrainConfig):
 
 # ----- errors: one line per problem, naming the field -----
 
-def _describe(err: dict[str, Any]) -> str:
+Options = Callable[[tuple[Any, ...]], Iterable[str]]  # loc of an unknown option -> the valid names beside it
+
+
+def _describe(err: dict[str, Any], options: Options | None = None) -> str:
     """pydantic's error as 'must be > 0, got -2' style text."""
     ctx, got = err.get("ctx", {}), short_repr(err.get("input"))
     kind = err["type"]
@@ -259,12 +271,69 @@ def _describe(err: dict[str, Any]) -> str:
         bound = next(iter(ctx.values()))
         return f"must be {bounds[kind]} {bound if isinstance(bound, int) else format(bound, 'g')}, got {got}"
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        return "unknown option"
+        return _unknown_option(str(err["loc"][-1]), sorted(options(err["loc"])) if options else [])
     if kind == "missing" or kind == "missing_argument":
         return "required"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}, got {got}"
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got}"
+
+
+def _unknown_option(name: str, known: list[str]) -> str:
+    """'unknown option; did you mean epochs? (options: ...)' when the valid names are known."""
+    if not known:
+        return "unknown option"
+    prefixed = [k for k in known if len(name) >= 3 and k.startswith(name)]  # `temp` for temperature
+    hint = prefixed if len(prefixed) == 1 else closest(name, known, n=1, cutoff=0.6)  # close typos only
+    return f"unknown option{f'; did you mean {hint[0]}?' if hint else ''} (options: {', '.join(known)})"
+
+
+def fields_at(annotation: Any, loc: tuple[Any, ...]) -> set[str]:
+    """Field names of the section that holds `loc`'s last part, found by walking the recipe's
+    types along pydantic's loc (which also names union branches and tags)."""
+    found: set[str] = set()
+    for section in _walk(annotation, loc[:-1]):
+        found |= set(section.model_fields) if isinstance(section, type) and issubclass(section, BaseModel) else set()
+    return found
+
+
+def _walk(annotation: Any, loc: tuple[Any, ...]) -> list[Any]:
+    """The types reached from `annotation` along `loc` (several when a union leaves it open)."""
+    if not loc:
+        return _branches(annotation)
+    part, rest = loc[0], loc[1:]
+    reached = []
+    for option in _branches(annotation, part):
+        if option is not annotation:  # `part` named this branch (a tag or class name): consumed
+            reached += _walk(option, rest)
+            continue
+        origin, args = get_origin(option), get_args(option)
+        if isinstance(option, type) and issubclass(option, BaseModel) and part in option.model_fields:
+            reached += _walk(option.model_fields[part].annotation, rest)
+        elif origin is list and isinstance(part, int):
+            reached += _walk(args[0], rest)
+        elif origin is dict and args:
+            reached += _walk(args[1], rest)
+        elif origin is list and str(part).startswith("list["):
+            reached += _walk(option, rest)
+    return reached
+
+
+def _branches(annotation: Any, part: Any = None) -> list[Any]:
+    """The alternatives of an Optional / Union / Annotated type; only the one `part` names (its
+    Tag or its class name), when it names one."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        if part is not None and any(getattr(meta, "tag", None) == part for meta in args[1:]):
+            return [args[0]]
+        return _branches(args[0], part)
+    if origin in (Union, types.UnionType):
+        options = [b for a in args for b in _branches(a, part)]
+        named = [o for o in options if getattr(o, "__name__", None) == part]
+        tagged = [b for a in args if get_origin(a) is Annotated
+                  and any(getattr(m, "tag", None) == part for m in get_args(a)[1:]) for b in [get_args(a)[0]]]
+        return tagged or named or options
+    return [annotation]
 
 
 TYPE_NAMES = {"bool", "int", "float", "str", "dict", "list", "tuple", "none"}  # union branch names in locs
@@ -304,16 +373,17 @@ def _branch_name(part: Any) -> bool:
     return isinstance(part, str) and ("[" in text or text in TYPE_NAMES or text[:1].isupper() or text.startswith("function-"))
 
 
-def format_errors(error: ValidationError, prefix: str = "", data: Any = None) -> str:
+def format_errors(error: ValidationError, prefix: str = "", data: Any = None, options: Options | None = None) -> str:
     """All problems in a ValidationError, one `field: problem` line each (`data`, the input, tells
     field names from pydantic's branch names). For a field that accepts several forms (a teacher
     or a list of teachers), the "wrong form" complaints are dropped when a more specific one
-    exists, or when a deeper field explains them (`teacher.cache.dtype`)."""
+    exists, or when a deeper field explains them (`teacher.cache.dtype`). `options` lists the valid
+    names beside an unknown one, for a 'did you mean' hint."""
     found = []
     for err in error.errors():
         path = _path(err["loc"], data)
         path = (prefix + ("" if path.startswith("[") else ".") + path) if prefix and path else prefix or path
-        found.append((path, err["type"] in WRONG_FORM, f"{path or 'recipe'}: {_describe(err)}"))  # recipe: a bad top-level key
+        found.append((path, err["type"] in WRONG_FORM, f"{path or 'recipe'}: {_describe(err, options)}"))  # recipe: a bad top-level key
     specific = {_top(path) for path, wrong_form, _ in found if not wrong_form}
     deeper = {_top(path) for path, _, _ in found if path != _top(path)}
     lines = [line for path, wrong_form, line in found
@@ -378,7 +448,7 @@ def recipe_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(format_errors(e, data=raw)) from None
+        raise ConfigError(format_errors(e, data=raw, options=lambda loc: fields_at(Recipe, loc))) from None
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -18,6 +18,10 @@ class NonFiniteLossError(DistilError):
     """A loss part became NaN or inf; training stopped before the bad step was applied."""
 
 
+class TrainingInterrupted(DistilError):
+    """Ctrl-C stopped training at the end of a step, after a checkpoint was saved."""
+
+
 def short_repr(value: object, limit: int = 80) -> str:
     """repr of an offending value, cut so that a huge one still gives a readable line."""
     text = repr(value)

@@ -24,6 +24,7 @@ from distil.build import build_data, build_distiller, build_losses, build_model,
 from distil.cache.recipe import cached_teacher, cached_train_set
 from distil.checkpoint import atomic_write_text, load_weights
 from distil.config import LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, dump_recipe
+from distil.console import phase
 from distil.data import DataBundle
 from distil.distiller import Distiller
 from distil.errors import ConfigError
@@ -99,6 +100,7 @@ def train_teacher(recipe: Recipe, cfg: ModelConfig, bundle: DataBundle, out: Pat
     model = build_model(cfg.model_copy(update={"checkpoint": None}), bundle, name)
     best = out / "best" / "student.safetensors"
     if (out / "done.json").is_file():
+        phase(f"{name}: trained earlier, loading {best}", _shown(progress))
         try:
             return load_weights(model, best)
         except DamagedFileError as e:
@@ -109,8 +111,18 @@ def train_teacher(recipe: Recipe, cfg: ModelConfig, bundle: DataBundle, out: Pat
     if getattr(cfg, "data_params", None):
         data = recipe.data.model_copy(update={"params": recipe.data.params | cfg.data_params})
         bundle = build_data(stage.model_copy(update={"data": data}))
+    phase(f"{name}: training {_model_name(cfg)} on labels for {stage.epochs} epochs into {out}", _shown(progress))
     trainer = make_trainer(stage, Distiller(model, None, build_losses(_hard_loss(recipe))), bundle, progress, name)
     return _finish(trainer, trainer.fit(resume=resume), model, out)
+
+
+def _shown(progress: bool) -> bool:
+    """Phase lines come from the main process only, and only with progress shown."""
+    return progress and PartialState().is_main_process
+
+
+def _model_name(cfg: ModelConfig) -> str:
+    return cfg.model if not cfg.params.get("hidden") else f"{cfg.model} {'x'.join(map(str, cfg.params['hidden']))}"
 
 
 def _finish(trainer: Trainer, fit: FitResult, model: nn.Module, out: Path) -> nn.Module:
@@ -173,6 +185,8 @@ def distil_stage(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module], 
         train = replace(bundle, train=cached_train_set(recipe, teachers[0], bundle, out, progress))
     set_seed(recipe.seed)
     distiller = build_distiller(recipe, train, teachers, frozen)
+    terms = ", ".join(term.name for term in recipe.losses)
+    phase(f"{name}: {_model_name(recipe.student)} for {recipe.epochs} epochs ({terms}) into {out}", _shown(progress))
     fit = make_trainer(recipe, distiller, train, progress, name).fit(resume=resume)
     load_weights(distiller.student.cpu(), out / "best" / "student.safetensors")
     for companion, model in distiller.companions().items():
@@ -233,6 +247,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, pr
     if not state.is_main_process:
         return RunResult(out, fit, {}, distiller.student)
     teacher = _as_teacher(recipe, teachers)
+    phase("evaluating every model on the test split: accuracy, fidelity to the teacher, size, latency", progress)
     trained = {**({"baseline": baseline} if baseline is not None else {}), **dict(stages),
                "distilled": distiller.student, **distiller.companions()}
     metrics = {"teacher": evaluate_split(teacher, bundle, recipe.task, teacher)} if teacher is not None else {}

@@ -14,9 +14,9 @@ from distil.errors import ConfigError
 T = TypeVar("T")
 
 
-def closest(name: str, choices: list[str], n: int = 5) -> list[str]:
+def closest(name: str, choices: list[str], n: int = 5, cutoff: float = 0.3) -> list[str]:
     """The names most like `name`, for 'did you mean' hints."""
-    return difflib.get_close_matches(name, choices, n=n, cutoff=0.3)
+    return difflib.get_close_matches(name, choices, n=n, cutoff=cutoff)
 
 
 class Registry(Generic[T]):

@@ -26,11 +26,13 @@ from distil.config import TrainConfig
 from distil.data.base import check_label_range
 from distil.batch import Gather, batch_gatherer, split_batch, to_device
 from distil.distiller import Distiller
-from distil.errors import ConfigError, NonFiniteLossError
+from distil.errors import ConfigError, NonFiniteLossError, TrainingInterrupted
 from distil.evaluate import evaluate_model
 from distil.integrity import remove_temporary
+from distil.interrupt import StopRequest
 from distil.optim import build_optimizer, build_scheduler
 from distil.progress import TrainProgress
+from distil.tracking import check_trackers, flat_settings, numbers
 from distil.teacher import FrozenTeacher
 
 
@@ -154,10 +156,13 @@ class Trainer:
         precision = config.mixed_precision
         if precision == "auto":
             precision = "bf16" if torch.cuda.is_available() and not config.cpu else "no"
+        check_trackers(config.log_with)
         self.accelerator = Accelerator(
-            mixed_precision=precision, gradient_accumulation_steps=config.grad_accum_steps, cpu=on_cpu(config)
+            mixed_precision=precision, gradient_accumulation_steps=config.grad_accum_steps, cpu=on_cpu(config),
+            log_with=config.log_with or None, project_dir=str(self.out) if config.log_with else None,
         )
         self.sampler = EpochBatchSampler(len(train_set), batch_size, config.seed)
+        self._stop = StopRequest(enabled=False)  # fit() arms it
         eval_size = eval_batch_size or batch_size * 4
         fast = num_workers == 0 and self.accelerator.num_processes == 1
         device = self.accelerator.device if self.accelerator.device.type != "cpu" else None
@@ -283,8 +288,23 @@ class Trainer:
             self._resume()
         history: list[dict[str, Any]] = []
         show = self.progress and self.accelerator.is_main_process
-        with TrainProgress(self.name, self.config.epochs, len(self.train_loader), enabled=show) as bar:
-            while self.state["epoch"] < self.config.epochs:
+        # one process only: processes stopping at different steps would wait on each other forever
+        self._stop = StopRequest(enabled=self.accelerator.num_processes == 1)
+        bar = TrainProgress(self.name, self.config.epochs, len(self.train_loader), enabled=show,
+                            start_epoch=self.state["epoch"], start_step=self.state["batch_in_epoch"])
+        if self.config.log_with:  # one tracker run per training: <output_dir>/<name> for TensorBoard
+            self.accelerator.init_trackers(self.name, config=flat_settings(self.config.model_dump(mode="json")))
+        try:
+            self._loop(bar, history)
+        finally:
+            if self.config.log_with:
+                self.accelerator.end_training()
+        self.accelerator.wait_for_everyone()
+        return FitResult(self.state["best_metric"], self.state["best_epoch"], self.state["epoch"], history)
+
+    def _loop(self, bar: TrainProgress, history: list[dict[str, Any]]) -> None:
+        with self._stop, bar:
+            while self.state["epoch"] < self.config.epochs and not self._steps_done():
                 epoch = self.state["epoch"]
                 train_metrics = self._train_epoch(epoch, bar)
                 record = {"epoch": epoch + 1, "step": self.state["step"], **train_metrics, **self._validate()}
@@ -292,10 +312,10 @@ class Trainer:
                 history.append(record)
                 stop = self._end_epoch(record)
                 bar.end_epoch(record)
+                if self._stop.requested:  # Ctrl-C during validation
+                    self._stop_now()
                 if stop:
                     break
-        self.accelerator.wait_for_everyone()
-        return FitResult(self.state["best_metric"], self.state["best_epoch"], self.state["epoch"], history)
 
     def _train_epoch(self, epoch: int, bar: TrainProgress) -> dict[str, float]:
         """One pass over the data. Loss parts are summed on the device and read back only every
@@ -314,6 +334,8 @@ class Trainer:
         sums = self._epoch_sums
         self._epoch_start = time.perf_counter()
         for i, batch in enumerate(self.train_loader, 1):
+            if self._steps_done():
+                break
             batch = to_device(batch, self.accelerator.device)
             if cfg.channels_last:
                 batch = _channels_last(batch)
@@ -321,12 +343,29 @@ class Trainer:
                 self._check_labels(batch)
             self._batch = batch  # named in the error if the loss turns non-finite
             parts, n = self._step(batch)
+            if self._stop.requested and self.accelerator.sync_gradients:
+                self._stop_now()
             if i % cfg.sync_every_steps == 0:
                 means = self._read(sums, self._epoch_seen)
                 bar.advance(means, self._epoch_seen / self._elapsed(), steps=cfg.sync_every_steps)
+                if cfg.log_with and self.state["step"] % cfg.log_every_steps < cfg.sync_every_steps:
+                    self.accelerator.log(numbers(means, "step/train/"), step=self.state["step"])
         self.state["batch_in_epoch"] = 0
         means = self._read(sums, self._epoch_seen)
         return {f"train/{k}": v for k, v in means.items()} | {"train/samples_per_s": self._epoch_seen / self._elapsed()}
+
+    def _steps_done(self) -> bool:
+        """Whether `max_steps` (a quick check) is reached."""
+        return self.config.max_steps is not None and self.state["step"] >= self.config.max_steps
+
+    def _stop_now(self) -> None:
+        """Ctrl-C: checkpoint where the loop stands (between steps) and say how to continue."""
+        self._save()
+        raise TrainingInterrupted(
+            f"interrupted: saved a checkpoint after step {self.state['step']} "
+            f"(epoch {min(self.state['epoch'] + 1, self.config.epochs)}/{self.config.epochs}) in "
+            f"{self.out / 'checkpoints'}; the same command with --resume (Trainer.fit(resume=True)) continues from it"
+        )
 
     def _elapsed(self) -> float:
         return max(self._epoch_time + time.perf_counter() - self._epoch_start, 1e-9)
@@ -444,8 +483,10 @@ class Trainer:
         if self.accelerator.is_main_process:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+        if self.config.log_with:
+            self.accelerator.log(numbers(record), step=record["step"])
         patience = self.config.early_stopping_patience
-        stop = patience is not None and self.state["bad_epochs"] >= patience
+        stop = (patience is not None and self.state["bad_epochs"] >= patience) or self._steps_done()
         epoch, every = self.state["epoch"], self.config.checkpoint_every_epochs
         if stop or epoch % every == 0 or epoch == self.config.epochs:
             self._save()

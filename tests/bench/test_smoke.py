@@ -192,3 +192,13 @@ def test_static_int8(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         load("static_int8").main(["--help"])
     assert exit_info.value.code == 0 and "--smoke" in capsys.readouterr().out
+
+
+def test_hinton_mnist(tmp_path, shared_dir):
+    data = load("hinton_mnist").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"),
+                                      "--seeds", "0", "--set", f"data.params.root={shared_dir / 'data' / 'mnist'}"])
+    assert_all_ran(data)
+    rows = {r["model"]: r for r in data["rows"]}
+    assert set(rows) == {"teacher", "baseline", "distilled"}
+    assert rows["teacher"]["published"] == 67 and rows["distilled"]["params"] < rows["teacher"]["params"]
+    assert all(0 <= r["errors"] <= 10_000 for r in rows.values())

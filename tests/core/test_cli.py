@@ -46,7 +46,7 @@ def test_unknown_loss_and_option_get_hints(tmp_path):
     result = invoke("validate", write_recipe(tmp_path / "r.yaml", losses=[{"name": "hinton"}]))
     assert result.exit_code == 2 and "did you mean hinton_kd" in result.stderr
     result = invoke("validate", write_recipe(tmp_path / "s.yaml", losses=[{"name": "hinton_kd", "temp": 2}]))
-    assert result.exit_code == 2 and "losses[0].temp: unknown option" in result.stderr
+    assert result.exit_code == 2 and "losses[0].temp: unknown option; did you mean temperature?" in result.stderr
 
 
 def test_teacher_and_student_with_different_class_counts(tmp_path):
@@ -97,7 +97,7 @@ def test_eval_of_a_folder_that_is_no_run(tmp_path):
     assert result.exit_code == 2 and "no recipe.yaml" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["run", "demo", "eval", "report", "validate", "inspect", "export"])
+@pytest.mark.parametrize("command", ["run", "demo", "eval", "report", "validate", "inspect", "export", "list"])
 def test_help_documents_every_command(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0
@@ -164,3 +164,31 @@ def test_deep_yaml_and_alias_bombs_are_one_line(tmp_path):
     result = invoke("run", bomb)  # validated, then hung writing the 9 ** 9 values of recipe.yaml
     assert result.exit_code == 2 and len(error_lines(result)) == 1 and "once its aliases are expanded" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "export", "demo"])
+def test_flags_show_no_value_type_in_help(command):
+    assert "<bool>" not in invoke(command, "--help").stdout
+
+
+def test_version():
+    from distil import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"distil {__version__}"
+
+
+def test_list_shows_registered_names_with_their_summary():
+    losses = invoke("list", "losses").stdout
+    assert "hinton_kd" in losses and "Module form of `hinton_kd_loss`" in losses
+    models = invoke("list", "models", "resnet*").stdout.splitlines()
+    assert [line.split()[0] for line in models[1:]] == ["resnet110", "resnet20", "resnet32", "resnet32x4",
+                                                         "resnet44", "resnet56", "resnet8x4"]
+    assert "mnist" in invoke("list", "datasets").stdout
+
+
+def test_list_of_an_unknown_kind_or_an_empty_match_is_one_line():
+    result = invoke("list", "optimizers")
+    assert result.exit_code == 2
+    assert error_lines(result) == ["error: distil list: unknown kind 'optimizers' (known: models, losses, datasets, pretrained)"]
+    assert error_lines(invoke("list", "losses", "zzz*")) == ["error: distil list losses: nothing matches 'zzz*'"]

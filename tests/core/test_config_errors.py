@@ -146,8 +146,8 @@ def test_infinite_weights_and_rates_are_refused():
 def test_unknown_keys_are_named_whatever_they_look_like():
     with pytest.raises(ConfigError) as e:
         digits(Seed=1)  # once dropped from the path as if it were pydantic's name for a union branch
-    assert str(e.value) == "Seed: unknown option"
-    with pytest.raises(ConfigError, match=r"^\[' '\]: unknown option$"):
+    assert str(e.value).startswith("Seed: unknown option; did you mean seed? (options: baseline, chain,")
+    with pytest.raises(ConfigError, match=r"^\[' '\]: unknown option \(options: baseline, chain, .*update_order\)$"):
         digits(**{" ": 1})
     with pytest.raises(ConfigError, match=r"^recipe: keys should be strings, got None$"):
         recipe_from_dict({**digits().model_dump(), None: 1})
@@ -202,7 +202,8 @@ def test_a_teacher_needs_weights_a_package_or_epochs(tmp_path):
 def test_a_teacher_to_train_is_built_with_its_params(tmp_path):
     path = write_recipe(tmp_path / "r.yaml")
     assert validate(path, "teacher.params.hidden=[-4]") == "teacher.params.hidden[0]: must be > 0, got -4"
-    assert validate(path, "teacher.params.widht=3") == "teacher.params.widht: unknown option"
+    assert validate(path, "teacher.params.widht=3") == \
+        "teacher.params.widht: unknown option (options: dropout, hidden, input_dropout)"
 
 
 def test_a_teacher_trained_with_another_class_count_is_refused(tmp_path):
@@ -214,7 +215,8 @@ def test_a_teacher_trained_with_another_class_count_is_refused(tmp_path):
 def test_a_teachers_own_data_is_built_and_checked(tmp_path):
     path = write_recipe(tmp_path / "r.yaml")
     assert validate(path, "teacher.data_params.train_fraction=2") == "teacher.data_params.train_fraction: must be <= 1, got 2"
-    assert validate(path, "teacher.data_params.shuffle=true") == "teacher.data_params.shuffle: unknown option"
+    assert validate(path, "teacher.data_params.shuffle=true") == \
+        "teacher.data_params.shuffle: unknown option (options: jitter, layout, max_train, split_seed, train_fraction)"
     assert validate(path, "teacher.data_params.layout=image") is None  # the MLP teacher flattens images
     image_cnn = ["data.params.layout=image", "teacher.model=small_cnn", "teacher.params={}"]
     assert validate(path, *image_cnn) is None

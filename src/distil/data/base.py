@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
 from distil.errors import DistilError
 
@@ -42,3 +43,46 @@ def check_label_range(labels: Tensor, num_classes: int, where: str = "") -> None
             f"labels out of range{where}: found {labels[bad][0].item()}, but there are {num_classes} "
             f"classes (labels must be in 0..{num_classes - 1}, or -100 for unlabelled)"
         )
+
+
+def train_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
+    """`size` samples of a training split drawn at random (`seed`), for quick runs on any data set.
+
+    Tensor data sets are sliced; any other keeps its behaviour (per-epoch augmentation, a batched
+    gatherer, attributes such as `mean`) through `TrainSubset`. All samples when `size` covers them.
+    """
+    if size >= len(dataset):
+        return dataset
+    rows = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[rows] for t in dataset.tensors))
+    return TrainSubset(dataset, rows)
+
+
+class TrainSubset(Dataset):
+    """Some rows of a data set that still behaves as the whole: its attributes (`set_epoch`,
+    `augment`, ...) are the data set's, and its batched gatherer reads the chosen rows."""
+
+    def __init__(self, dataset: Dataset, rows: Tensor):
+        self.dataset, self.rows = dataset, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[int(self.rows[i])]
+
+    def batch_gatherer(self, device=None):
+        from distil.batch import batch_gatherer
+
+        inner = batch_gatherer(self.dataset, device)
+        if inner is None:
+            return None
+        gather, index_device = inner
+        rows = self.rows.to(index_device) if index_device is not None else self.rows
+        return lambda index: gather(rows[index])
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("dataset", "rows", "columns"):  # columns would be the whole set's
+            raise AttributeError(name)
+        return getattr(self.dataset, name)

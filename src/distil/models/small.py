@@ -12,10 +12,12 @@ from distil.types import Fraction, Width, validated
 
 
 class MLP(nn.Module):
-    """Flatten, then Linear-ReLU(-Dropout) blocks named `hidden.<i>`, then a `head` Linear."""
+    """Flatten (and drop input units), then Linear-ReLU(-Dropout) blocks named `hidden.<i>`, then a `head` Linear."""
 
-    def __init__(self, in_features: int, num_classes: int, hidden: Sequence[int], dropout: float):
+    def __init__(self, in_features: int, num_classes: int, hidden: Sequence[int], dropout: float,
+                 input_dropout: float = 0.0):
         super().__init__()
+        self.input_dropout = nn.Dropout(input_dropout) if input_dropout > 0 else nn.Identity()
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden:
@@ -25,7 +27,7 @@ class MLP(nn.Module):
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.hidden(x.flatten(1)))  # (B, num_classes)
+        return self.head(self.hidden(self.input_dropout(x.flatten(1))))  # (B, num_classes)
 
 
 @MODELS.register
@@ -35,9 +37,14 @@ def mlp(
     num_classes: Width,
     hidden: Sequence[Width] = (256,),
     dropout: Fraction = 0.0,
+    input_dropout: Fraction = 0.0,
 ) -> nn.Module:
-    """Multi-layer perceptron on flattened inputs. `input_shape` and `num_classes` come from the data."""
-    return MLP(math.prod(input_shape), num_classes, hidden, dropout)
+    """Multi-layer perceptron on flattened inputs. `input_shape` and `num_classes` come from the data.
+
+    `dropout` follows each hidden layer; `input_dropout` drops input units (pixels), as in the
+    dropout nets of Hinton et al. 2012 that the MNIST teacher of Hinton et al. 2015 is one of.
+    """
+    return MLP(math.prod(input_shape), num_classes, hidden, dropout, input_dropout)
 
 
 class SmallCNN(nn.Module):

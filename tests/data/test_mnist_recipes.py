@@ -1,0 +1,22 @@
+"""Every shipped MNIST recipe in miniature (300 training images, 2 steps per training), so none can
+rot: it loads the shared data, builds every model and teacher, trains, evaluates and reports."""
+
+from pathlib import Path
+
+import pytest
+
+from distil.config import load_recipe
+from distil.pipeline import run_recipe
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+MNIST = sorted([*RECIPES.glob("mnist/*.yaml"), *RECIPES.glob("schemes/mnist_*.yaml")])
+
+
+@pytest.mark.parametrize("path", MNIST, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_mnist_recipe_in_miniature(path, shared_dir, tmp_path):
+    recipe = load_recipe(path, [f"data.params.root={shared_dir / 'data' / 'mnist'}", "data.params.max_train=300", "data.params.val_size=500",
+                                "max_steps=2", f"output_dir={tmp_path / 'run'}"])
+    result = run_recipe(recipe, progress=False)
+    assert "distilled" in result.metrics and 0 <= result.metrics["distilled"]["accuracy"] <= 1
+    if recipe.baseline:
+        assert "baseline" in result.metrics
