@@ -63,6 +63,20 @@ def _lookup(registry: Registry, name: str, field: str) -> Callable:
         raise ConfigError(f"{field}: {e}") from None
 
 
+def _imported(spec: str, field: str) -> Callable:
+    """A user's model factory, `package.module:factory` (the recipe lists the module in `imports`)."""
+    from distil.inspect import resolve_import
+
+    try:
+        factory = resolve_import(spec)
+    except DistilError as e:
+        raise ConfigError(f"{field}.model: {e}") from None
+    if isinstance(factory, nn.Module) or not callable(factory):
+        raise ConfigError(f"{field}.model: {spec!r} must name a function or class that returns a model "
+                          "(each run builds several: teacher, baseline, student)")
+    return factory
+
+
 def build_data(recipe: Recipe, field: str = "data.params") -> DataBundle:
     """The recipe's data set; `field` names the options in errors (teacher.data_params for a teacher's)."""
     factory, params = _lookup(DATASETS, recipe.data.name, "data.name"), dict(recipe.data.params)
@@ -92,7 +106,7 @@ def check_labels(bundle: DataBundle) -> None:
 def build_model(cfg: ModelConfig, bundle: DataBundle, field: str) -> nn.Module:
     """Call the registered factory; `input_shape`, `num_classes` and the data's `model_kwargs`
     (e.g. `vocab_size`) are filled in when the factory takes them and the recipe does not set them."""
-    factory = _lookup(MODELS, cfg.model, f"{field}.model")
+    factory = _imported(cfg.model, field) if ":" in cfg.model else _lookup(MODELS, cfg.model, f"{field}.model")
     options = dict(cfg.params)
     accepted = inspect.signature(factory).parameters
     if "input_shape" in accepted:

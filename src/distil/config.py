@@ -34,7 +34,7 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    model: str = Field(description="registered model factory, e.g. mlp")
+    model: str = Field(description="registered model factory, e.g. mlp, or package.module:factory (see imports)")
     params: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = Field(None, description="safetensors weights to load")
 
@@ -240,6 +240,21 @@ class Recipe(TrainConfig):
     chain: ChainConfig | None = Field(None, description="born-again generations or teacher assistants, trained in turn")
     baseline: bool = Field(False, description="also train the student on hard labels alone (same seed and schedule) "
                            "and report it beside the distilled one")
+    imports: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]] = Field(
+        default_factory=list, description="modules whose code this recipe may run: a model named "
+        "package.module:factory needs its module, or a package above it, listed here")
+
+    def model_fields_named(self) -> list[tuple[str, ModelConfig]]:
+        """(recipe field, settings) of every model the recipe builds."""
+        found: list[tuple[str, ModelConfig]] = [("student", self.student)]
+        found += [("teacher" if not isinstance(self.teacher, list) else f"teacher[{i}]", t) for i, t in enumerate(self.teachers)]
+        found += [(f"models.{name}", cfg) for name, cfg in self.models.items() if isinstance(cfg, ModelConfig)]
+        found += [(f"chain.assistants[{i}]", cfg) for i, cfg in enumerate(self.chain.assistants if self.chain else [])]
+        return found
+
+    def imported_modules(self) -> list[str]:
+        """The modules the recipe's models come from (`package.module:factory`), in order."""
+        return list(dict.fromkeys(cfg.model.partition(":")[0] for _, cfg in self.model_fields_named() if ":" in cfg.model))
 
     @field_validator("models")
     @classmethod
@@ -446,9 +461,21 @@ def recipe_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> Recipe:
     for key, value in parse_overrides(list(overrides)):
         _set_path(raw, key, value)
     try:
-        return Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_errors(e, data=raw, options=lambda loc: fields_at(Recipe, loc))) from None
+    check_imports(recipe)
+    return recipe
+
+
+def check_imports(recipe: Recipe) -> None:
+    """A model given as `package.module:factory` runs that module's code: the recipe must say so
+    in `imports`, so a recipe without it can only name registered models."""
+    for field, cfg in recipe.model_fields_named():
+        module = cfg.model.partition(":")[0] if ":" in cfg.model else None
+        if module is not None and not any(module == m or module.startswith(m + ".") for m in recipe.imports):
+            raise ConfigError(f"{field}.model: {cfg.model!r} runs code from {module}; list {module} under the "
+                              "recipe's imports: to allow that")
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -180,11 +180,18 @@ def size_bytes(model: nn.Module) -> int:
     return len(save(unique))
 
 
+def latency_ms(model: nn.Module, example: Any, batch_size: int = 1, warmup: int = 3, repeats: int = 30,
+               budget_s: float = 1.0) -> float:
+    """Median milliseconds per *sample* for a forward pass at `batch_size` (see `latency`)."""
+    return latency(model, example, batch_size, warmup, repeats, budget_s)["median_ms"]
+
+
 @torch.no_grad()
-def latency_ms(
+def latency(
     model: nn.Module, example: Any, batch_size: int = 1, warmup: int = 3, repeats: int = 30, budget_s: float = 1.0
-) -> float:
-    """Median milliseconds per *sample* for a forward pass at `batch_size` (after warm-up).
+) -> dict[str, float]:
+    """Milliseconds per *sample* for a forward pass at `batch_size` (after warm-up): the median and
+    the spread of the repeats (interquartile range / median), which says how busy the machine was.
 
     `example` is one sample's inputs with a batch dimension (a tensor or a dict of them). Stops
     early once `budget_s` is spent (at least 3 repeats), so large models stay quick to report."""
@@ -202,7 +209,10 @@ def latency_ms(
                 times.append(time.perf_counter() - start)
                 if len(times) >= 3 and sum(times) > budget_s:
                     break
-    return statistics.median(times) * 1000 / batch_size
+    median = statistics.median(times)
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return {"median_ms": median * 1000 / batch_size, "spread": (q3 - q1) / median if median > 0 else 0.0,
+            "repeats": len(times)}
 
 
 def flops(model: nn.Module, example: Any) -> int | None:
@@ -219,10 +229,11 @@ def flops(model: nn.Module, example: Any) -> int | None:
 
 def cost_metrics(model: nn.Module, example: Any) -> dict[str, Any]:
     """Parameters, serialised size, latency at batch 1 and 64, and FLOPs per sample."""
+    b1, b64 = latency(model, example, 1), latency(model, example, 64)
     return {
         "params": count_params(model),
         "size_bytes": size_bytes(model),
-        "latency_ms": latency_ms(model, example, 1),
-        "latency_ms_b64": latency_ms(model, example, 64),
+        "latency_ms": b1["median_ms"], "latency_ms_spread": b1["spread"],
+        "latency_ms_b64": b64["median_ms"], "latency_ms_b64_spread": b64["spread"],
         "flops": flops(model, example),
     }

@@ -31,12 +31,22 @@ def load_model(spec: str, **params: Any) -> nn.Module:
     """A model from a registry name (`resnet8x4`) or an import path (`pkg.module:factory`).
 
     The factory is called with `params`; an import path may also name a module instance. Import
-    paths run code, so only the command line accepts them, never a recipe.
+    paths run code, so a recipe accepts them only for modules it lists under `imports:`.
     """
     if ":" not in spec:
         from distil.models import MODELS
 
         return _check(MODELS.get(spec)(**params), spec)
+    obj = resolve_import(spec)
+    if isinstance(obj, nn.Module):
+        return obj
+    if not callable(obj):
+        raise DistilError(f"{spec!r} is neither a model nor a function returning one")
+    return _check(obj(**params), spec)
+
+
+def resolve_import(spec: str) -> Any:
+    """The object `pkg.module:attr.sub` names, importing its module (which runs its code)."""
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -47,11 +57,7 @@ def load_model(spec: str, **params: Any) -> nn.Module:
         if not hasattr(obj, part):
             raise DistilError(f"{module_name!r} has no attribute {attr!r} (from {spec!r})")
         obj = getattr(obj, part)
-    if isinstance(obj, nn.Module):
-        return obj
-    if not callable(obj):
-        raise DistilError(f"{spec!r} is neither a model nor a function returning one")
-    return _check(obj(**params), spec)
+    return obj
 
 
 def _check(model: Any, spec: str) -> nn.Module:

@@ -21,6 +21,8 @@ from distil.errors import DistilError
 
 COLUMNS = [  # (key, header, format)
     ("accuracy", "accuracy", "{:.2%}"),
+    ("perplexity", "perplexity", "{:.2f}"),  # language models
+    ("token_accuracy", "token accuracy", "{:.2%}"),
     ("agreement", "agreement", "{:.2%}"),
     ("kl", "KL to teacher", "{:.4f}"),
     ("mse", "MSE", "{:.4f}"),
@@ -51,8 +53,19 @@ def table_rows(models: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[
     """Header and rows, keeping only columns some model has."""
     cols = [c for c in COLUMNS if any(c[0] in m for m in models.values())]
     header = ["model"] + [c[1] for c in cols]
-    rows = [[name] + [format_cell(k, m.get(k), f) for k, _, f in cols] for name, m in models.items()]
+    rows = [[name] + [format_cell(k, m.get(k), f) + _spread(m.get(f"{k}_spread")) for k, _, f in cols]
+            for name, m in models.items()]
     return header, rows
+
+
+NOISY = 0.25  # an interquartile range over a quarter of the median: the machine was busy
+
+
+def _spread(spread: float | None) -> str:
+    """' ±8%' after a latency (its repeats' interquartile range / median), ' ±40% noisy' when large."""
+    if spread is None:
+        return ""
+    return f" ±{spread:.0%}" + (" noisy" if spread > NOISY else "")
 
 
 EXPORT_COLUMNS = [  # agreement here is with the PyTorch student, not the teacher

@@ -195,3 +195,16 @@ def test_trainer_uses_the_batched_path_for_cifar(tmp_path):
     train = cifar_npz(write_npz(tmp_path / "d.npz"), val_fraction=0).train
     batches = TensorBatches.of(train, EpochBatchSampler(len(train), 8, seed=0))
     assert batches is not None and [b[0].shape[0] for b in batches] == [8, 8, 4]
+
+
+def test_the_bundle_records_its_normalisation_for_deployment(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(20) % 10
+    np.savez(tmp_path / "c.npz", x_train=x, y_train=y, x_test=x[:5], y_test=y[:5])
+    bundle = cifar_npz(path=str(tmp_path / "c.npz"))
+    mean, std = STATS["cifar10"]  # ten classes: CIFAR-10's statistics
+    assert bundle.preprocessing["mean"] == pytest.approx(mean) and bundle.preprocessing["std"] == pytest.approx(std)
+    x_model = bundle.test[0][0]  # what the preprocessing says, applied by hand, is what the model sees
+    by_hand = (torch.from_numpy(x[0]).permute(2, 0, 1).float() / 255 - torch.tensor(mean)[:, None, None]) \
+        / torch.tensor(std)[:, None, None]
+    torch.testing.assert_close(x_model, by_hand)

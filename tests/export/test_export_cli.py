@@ -55,6 +55,8 @@ def test_export_writes_all_files_and_a_report(run_dir):
     assert report["onnx"]["accuracy"] == pytest.approx(report["pytorch"]["accuracy"])
     assert report["onnx_int8"]["size_bytes"] < report["onnx"]["size_bytes"]
     assert "onnx_int8_static" in result.stdout and "speed-up b1" in result.stdout
+    assert report["input"] == {"name": "inputs", "shape": ["batch", 64], "dtype": "float32", "data": "digits",
+                               "pixels": "scikit-learn's grey levels 0..16 divided by 16", "layout": [64]}
 
 
 def test_no_int8_no_static_no_check_into_another_folder(run_dir, tmp_path):

@@ -63,8 +63,8 @@ def export_run(
     from distil.batch import first_sample, split_batch
     from distil.checkpoint import atomic_write_text
     from distil.cli.evaluate import find_run, load_saved_run
-    from distil.export import (CALIBRATION_METHODS, calibration_reader, check_onnx, export_onnx, pytorch_reference,
-                               quantize_dynamic_int8, quantize_static_int8, require_export_extra)
+    from distil.export import (CALIBRATION_METHODS, INPUT_NAME, calibration_reader, check_onnx, export_onnx,
+                               pytorch_reference, quantize_dynamic_int8, quantize_static_int8, require_export_extra)
 
     if calibration_method not in CALIBRATION_METHODS:
         raise DistilError(f"--calibration-method: must be one of {', '.join(CALIBRATION_METHODS)}, got {calibration_method!r}")
@@ -78,6 +78,10 @@ def export_run(
     example = first_sample(split_batch(next(iter(loader)))["inputs"])
     files = {"onnx": export_onnx(run.student, example, out / "student.onnx")}
     report: dict[str, Any] = {"run_dir": str(run.folder), "output_dir": str(out), "threads": torch.get_num_threads()}
+    # what a caller feeds the ONNX file: its input, and how the run made it from raw data
+    report["input"] = {"name": INPUT_NAME, "shape": ["batch", *example.shape[1:]],
+                       "dtype": str(example.dtype).removeprefix("torch."), "data": run.recipe.data.name,
+                       **run.bundle.preprocessing}
     if int8:
         files["onnx_int8"] = quantize_dynamic_int8(files["onnx"], out / FILES["onnx_int8"])
     if static:

@@ -20,4 +20,7 @@ def main(
     cfg = load_recipe(recipe, set_ or [])
     bundle = build_data(cfg)
     check_recipe(cfg, bundle)
-    Console().print(f"[green]ok[/] {recipe}: {len(cfg.losses)} loss(es), data {cfg.data.name} ({len(bundle.train)} train samples)")
+    console = Console()
+    console.print(f"[green]ok[/] {recipe}: {len(cfg.losses)} loss(es), data {cfg.data.name} ({len(bundle.train)} train samples)")
+    if cfg.imported_modules():
+        console.print(f"[yellow]note[/]: this recipe runs code from {', '.join(cfg.imported_modules())} (its imports:)")

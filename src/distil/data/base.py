@@ -23,6 +23,8 @@ class DataBundle:
     Each split yields `(inputs, label)` pairs (or dicts for text). `num_outputs` is the class count
     for classification, the target dimension for regression, or the vocabulary size for language
     modelling. `model_kwargs` are passed to model factories whose signature takes them.
+    `preprocessing` says how raw inputs became the tensors the models see (scaling, mean/std,
+    tokenizer), so a deployed student can be fed the same (`distil export` records it).
     """
 
     train: Dataset
@@ -32,6 +34,7 @@ class DataBundle:
     input_shape: tuple[int, ...]
     task: Literal["classification", "regression", "language_modeling"] = "classification"
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. vocab_size, for factories that take it
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
 
 def check_label_range(labels: Tensor, num_classes: int, where: str = "") -> None:

@@ -88,7 +88,9 @@ def digits(
     train = _tensors(xtr, ytr, False)
     if jitter:
         train = Jittered(train, (1, 8, 8), jitter, split_seed)
-    return DataBundle(train, _tensors(*val, False), _tensors(*test, False), 10, tuple(x.shape[1:]))
+    preprocessing = {"pixels": "scikit-learn's grey levels 0..16 divided by 16", "layout": list(x.shape[1:])}
+    return DataBundle(train, _tensors(*val, False), _tensors(*test, False), 10, tuple(x.shape[1:]),
+                      preprocessing=preprocessing)
 
 
 @DATASETS.register
@@ -98,10 +100,14 @@ def diabetes(split_seed: Seed = 0) -> DataBundle:
     from sklearn.datasets import load_diabetes
 
     x, y = load_diabetes(return_X_y=True)
+    preprocessing = {"features": "(x - mean) / std per feature", "mean": x.mean(0).tolist(), "std": x.std(0).tolist(),
+                     "targets": "standardised: multiply by target_std and add target_mean",
+                     "target_mean": float(y.mean()), "target_std": float(y.std())}
     x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
     y = ((y - y.mean()) / y.std()).astype(np.float32)[:, None]
     train, val, test = _split(x, y, 100, 60, split_seed, stratify=False)
-    return DataBundle(*(_tensors(*s, True) for s in (train, val, test)), 1, (10,), task="regression")
+    return DataBundle(*(_tensors(*s, True) for s in (train, val, test)), 1, (10,), task="regression",
+                      preprocessing=preprocessing)
 
 
 @DATASETS.register
@@ -125,7 +131,8 @@ def npz(
     y = _targets(file, y, len(x)) if regression else _labels(file, y, len(x))
     train, val, test = _split(x, y, test_size, val_size / (1 - test_size), split_seed, stratify=False)
     outputs = y.shape[1] if regression else num_classes or int(y.max()) + 1
-    return DataBundle(*(_tensors(*s, regression) for s in (train, val, test)), outputs, tuple(x.shape[1:]), task)
+    return DataBundle(*(_tensors(*s, regression) for s in (train, val, test)), outputs, tuple(x.shape[1:]), task,
+                      preprocessing={"features": f"the arrays of {file.name} as float32, unchanged"})
 
 
 def _features(file: Path, x: np.ndarray) -> np.ndarray:

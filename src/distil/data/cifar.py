@@ -185,7 +185,10 @@ def _bundle(x_train, y_train, x_test, y_test, num_classes: int, val_fraction: fl
 
     test = split(x_test, y_test, np.arange(len(y_test)), False)
     val = split(x_train, y_train, val_rows, False) if n_val else test
-    return DataBundle(split(x_train, y_train, train_rows, True), val, test, num_classes, (3, 32, 32))
+    preprocessing = {"pixels": "RGB 0..255 divided by 255, then (x - mean) / std per channel",
+                     "mean": [float(m) for m in mean], "std": [float(s) for s in std], "layout": [3, 32, 32]}
+    return DataBundle(split(x_train, y_train, train_rows, True), val, test, num_classes, (3, 32, 32),
+                      preprocessing=preprocessing)
 
 
 def load_arrays(path: Path, keys: Sequence[str], what: str) -> dict[str, np.ndarray]:

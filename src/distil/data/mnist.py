@@ -57,4 +57,6 @@ def mnist(
     if jitter:
         train = ShiftJitter(train, shape, jitter, seed)
     test = tensors(arrays["x_test"], arrays["y_test"])
-    return DataBundle(train, val, test, 10, shape if layout == "image" else (784,))
+    preprocessing = {"pixels": "grey levels 0..255 divided by 255 (no mean or std)",
+                     "layout": list(shape) if layout == "image" else [784]}
+    return DataBundle(train, val, test, 10, shape if layout == "image" else (784,), preprocessing=preprocessing)

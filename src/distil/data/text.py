@@ -103,7 +103,15 @@ def _classification_bundle(tokenizer: Any, vocab_size: int, splits: dict[str, tu
     data = {name: TextDataset({k: v[a:b] for k, v in inputs.items()}, labels=y[a:b]) for name, (a, b) in bounds.items()}
     width = inputs["input_ids"].shape[1]
     return TextBundle(data["train"], data["val"], data["test"], num_classes, (width,), "classification",
-                      tokenizer=tokenizer, model_kwargs={"vocab_size": vocab_size})
+                      tokenizer=tokenizer, model_kwargs={"vocab_size": vocab_size},
+                      preprocessing=tokenizer_preprocessing(tokenizer, width))
+
+
+def tokenizer_preprocessing(tokenizer: Any, length: int) -> dict[str, Any]:
+    """What a caller must do to text before the model: which tokenizer, padded to what length."""
+    name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
+    return {"text": f"token ids from the {name} tokenizer, padded or cut to {length}", "tokenizer": name,
+            "max_length": length, "vocab_size": len(tokenizer)}
 
 
 # ----- toy sentiment: generated from templates, so tests and recipes need no files -----
