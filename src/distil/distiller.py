@@ -295,17 +295,20 @@ class Distiller(nn.Module):
         inputs = split_batch(batch)["inputs"]
         was_training = self.training
         self.eval()  # a probe must not move BatchNorm statistics
-        feats = {}
+        feats, outputs = {}, {}
         try:
             for name, taps in self._taps.items():
-                call_model(self.model(name), inputs)
+                outputs[name] = as_logits(call_model(self.model(name), inputs))
                 feats[name] = taps.pop()
         finally:
             self.train(was_training)
         for term in pending:
             s = [feats[term.student][n].shape for n in term.student_layers]
             t = [feats[term.teachers[0]][n].shape for n in term.teacher_layers]
-            term.loss.setup(s, t)
+            if "output_shape" in inspect.signature(term.loss.setup).parameters:  # heads sized to the outputs
+                term.loss.setup(s, t, output_shape=outputs[term.student].shape)
+            else:
+                term.loss.setup(s, t)
 
     def forward(self, batch: Any, phase: int | None = None) -> dict[str, Tensor]:
         """The loss of the terms of `phase` (all terms when None), with the outputs they read."""

@@ -24,13 +24,13 @@ from distil.build import build_data, build_distiller, build_losses, build_model,
 from distil.cache.recipe import cached_teacher, cached_train_set
 from distil.checkpoint import atomic_write_text, load_weights
 from distil.config import LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, dump_recipe
-from distil.console import phase
+from distil.console import phase, warn
 from distil.data import DataBundle
 from distil.distiller import Distiller
 from distil.errors import ConfigError
 from distil.integrity import DamagedFileError
 from distil.batch import first_sample, split_batch
-from distil.evaluate import cost_metrics, evaluate_model
+from distil.evaluate import cost_metrics, count_params, evaluate_model
 from distil.teacher import FrozenTeacher, TeacherEnsemble
 from distil.trainer import FitResult, Trainer, on_cpu
 from distil.yaml_reader import read_yaml_file
@@ -125,6 +125,17 @@ def _model_name(cfg: ModelConfig) -> str:
     return cfg.model if not cfg.params.get("hidden") else f"{cfg.model} {'x'.join(map(str, cfg.params['hidden']))}"
 
 
+def _warn_if_not_smaller(recipe: Recipe, student: nn.Module, teachers: list[nn.Module]) -> None:
+    """A student as large as its teacher is usually a mistake (a text student taking a 30k-token
+    vocabulary); born-again generations are the same size on purpose."""
+    if not teachers or (recipe.chain is not None and recipe.chain.generations):
+        return
+    size, smallest = count_params(student), min(count_params(t) for t in teachers)
+    if size >= smallest:
+        warn(f"the student has {size:,} parameters, not fewer than its teacher's {smallest:,}: check student.params "
+             "(a text student's embedding table follows the tokenizer's vocabulary)")
+
+
 def _finish(trainer: Trainer, fit: FitResult, model: nn.Module, out: Path) -> nn.Module:
     """Mark a stage done (so --resume skips it) and return its best weights."""
     if trainer.accelerator.is_main_process:
@@ -185,6 +196,8 @@ def distil_stage(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module], 
         train = replace(bundle, train=cached_train_set(recipe, teachers[0], bundle, out, progress))
     set_seed(recipe.seed)
     distiller = build_distiller(recipe, train, teachers, frozen)
+    if _shown(progress):
+        _warn_if_not_smaller(recipe, distiller.student, teachers)
     terms = ", ".join(term.name for term in recipe.losses)
     phase(f"{name}: {_model_name(recipe.student)} for {recipe.epochs} epochs ({terms}) into {out}", _shown(progress))
     fit = make_trainer(recipe, distiller, train, progress, name).fit(resume=resume)

@@ -71,3 +71,15 @@ def test_feature_terms_from_a_recipe_train_adapters_and_resume(tmp_path):
     result = run_recipe(recipe_from_dict(raw, ["epochs=3"]), resume=True, progress=False)
     assert [r["epoch"] for r in result.fit.history] == [3]  # continued, not restarted
     assert result.metrics["distilled"]["accuracy"] > 0.4  # chance is 0.1
+
+
+def test_a_student_not_smaller_than_its_teacher_is_warned_about(tmp_path, capsys):
+    raw = {"data": {"name": "digits", "batch_size": 64}, "epochs": 1, "output_dir": str(tmp_path / "run"),
+           "teacher": {"model": "mlp", "params": {"hidden": [8]}, "epochs": 1},
+           "student": {"model": "mlp", "params": {"hidden": [32]}}, "losses": [{"name": "hinton_kd"}]}
+    run_recipe(recipe_from_dict(raw))
+    err = capsys.readouterr().err
+    assert "warning: the student has 2,410 parameters, not fewer than its teacher's 610" in " ".join(err.split())
+    raw |= {"student": {"model": "mlp", "params": {"hidden": [4]}}, "output_dir": str(tmp_path / "small")}
+    run_recipe(recipe_from_dict(raw))
+    assert "not fewer than its teacher" not in capsys.readouterr().err
