@@ -4,7 +4,13 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install install-dev clean
+# torchvision only with the torch it was built for: a bare `pip install torchvision` (or timm)
+# replaces the pinned torch with a CUDA build (~5 GB). TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# keeps both on CPU builds.
+VISION      ?= torch==2.14.1 torchvision==0.29.1
+TORCH_INDEX ?=
+
+.PHONY: demo test install install-dev install-vision clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +28,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+install-vision: $(VENV)/.installed
+	$(BIN)/pip install --quiet $(VISION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 
 demo: install
 	$(BIN)/distil demo

@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -113,6 +114,45 @@ def _cascade_section(report: dict[str, Any], where: str) -> Section:
     return title, header, rows
 
 
+def _run_section(run_dir: Path) -> Section | None:
+    """What was run: the folder, when its results were written, and the recipe's main settings."""
+    recipe_path = run_dir / "recipe.yaml"
+    if not recipe_path.is_file():
+        return None
+    from distil.yaml_reader import read_yaml_file
+
+    recipe = read_yaml_file(recipe_path)
+    written = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime((run_dir / "metrics.json").stat().st_mtime))
+    rows = [["run", run_dir.resolve().name], ["results written", written]]
+
+    def model(cfg: Any) -> str:
+        return f"{cfg.get('model')} {json.dumps(cfg.get('params') or {})}" if isinstance(cfg, dict) else str(cfg)
+
+    teachers = recipe.get("teacher")
+    rows.append(["data", f"{recipe.get('data', {}).get('name')} {json.dumps(recipe.get('data', {}).get('params') or {})}"])
+    if teachers:
+        rows.append(["teacher", "; ".join(model(t) for t in (teachers if isinstance(teachers, list) else [teachers]))])
+    rows.append(["student", model(recipe.get("student"))])
+    rows.append(["losses", "; ".join(f"{l.get('name')} x {l.get('weight', 1.0)}" for l in recipe.get("losses", []))])
+    opt = recipe.get("optimizer", {})
+    rows.append(["optimizer", f"{opt.get('name')} lr {opt.get('lr')}, weight decay {opt.get('weight_decay')}"])
+    rows += [[key, str(recipe[key])] for key in ("epochs", "seed") if key in recipe]
+    return "Run", ["setting", "value"], rows
+
+
+EPOCH_COLUMNS = ("train/loss", "val/accuracy", "val/agreement", "val/kl", "val/mse", "val/nll", "lr")
+
+
+def _epochs_section(curves: dict[str, list[dict[str, Any]]]) -> Section | None:
+    """The distillation's log, epoch by epoch (validation split: the test split is used once, at the end)."""
+    log = curves.get("distilled")
+    if not log:
+        return None
+    cols = [c for c in EPOCH_COLUMNS if any(c in r for r in log)]
+    rows = [[str(r["epoch"])] + [f"{r[c]:.4g}" if isinstance(r.get(c), float) else "-" for c in cols] for r in log]
+    return "Distillation per epoch (validation split)", ["epoch", *cols], rows
+
+
 def sections(run_dir: Path, models: dict[str, Any]) -> list[Section]:
     """Tables from export.json and cascade.json in the run folder or its model folders."""
     out = []
@@ -146,8 +186,19 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def size_scale(sizes: Sequence[float]) -> str:
+    """A log axis only when the sizes span more than a decade (within one, its labels pile up)."""
+    return "log" if sizes and max(sizes) > 10 * min(sizes) else "linear"
+
+
+def loss_parts(record: dict[str, Any]) -> list[str]:
+    """The per-term loss entries of a log line (`train/<term>`), not the total or the throughput."""
+    return [k for k in record if k.startswith("train/") and k not in ("train/loss", "train/samples_per_s")]
+
+
 def plots(models: dict[str, dict[str, Any]], curves: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
-    """Base64 PNGs: learning curves (validation metric and training loss) and accuracy vs size."""
+    """Base64 PNGs: learning curves (validation metric and training loss), the distillation's loss
+    parts, and accuracy vs size."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,6 +217,16 @@ def plots(models: dict[str, dict[str, Any]], curves: dict[str, list[dict[str, An
         a1.legend(), a2.legend()
         out["Learning curves"] = _png(fig)
         plt.close(fig)
+    parts = loss_parts(curves["distilled"][0]) if curves.get("distilled") else []
+    if len(parts) > 1:  # one term is already the training loss
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        recs = curves["distilled"]
+        for part in parts:
+            ax.plot([r["epoch"] for r in recs], [r.get(part) for r in recs], label=part.removeprefix("train/"))
+        ax.set(xlabel="epoch", ylabel="weighted part of the loss", title="distillation loss by term", yscale="log")
+        ax.legend()
+        out["Loss parts"] = _png(fig)
+        plt.close(fig)
     key = "accuracy" if any("accuracy" in m for m in models.values()) else "mse"
     points = {n: m for n, m in models.items() if key in m and "size_bytes" in m}
     if points:
@@ -173,7 +234,9 @@ def plots(models: dict[str, dict[str, Any]], curves: dict[str, list[dict[str, An
         for name, m in points.items():
             ax.scatter(m["size_bytes"] / 1024, m[key], s=60)
             ax.annotate(name, (m["size_bytes"] / 1024, m[key]), textcoords="offset points", xytext=(6, 4))
-        ax.set(xscale="log", xlabel="size on disk (KB, log)", ylabel=f"test {key}", title=f"{key} against size")
+        scale = size_scale([m["size_bytes"] / 1024 for m in points.values()])
+        ax.set(xscale=scale, xlabel=f"size on disk (KB{', log' if scale == 'log' else ''})", ylabel=f"test {key}",
+               title=f"{key} against size")
         out[f"{key.capitalize()} against size"] = _png(fig)
         plt.close(fig)
     return out
@@ -218,7 +281,7 @@ def write_report(run_dir: Path, title: str = "distil report", notes: str = "") -
     run_dir = Path(run_dir)
     models, curves = load_run(run_dir)
     md, page = run_dir / "report.md", run_dir / "report.html"
-    extra = sections(run_dir, models)
+    extra = [s for s in (_run_section(run_dir), _epochs_section(curves)) if s is not None] + sections(run_dir, models)
     atomic_write_text(md, markdown(models, title, notes, extra))
     atomic_write_text(page, html_page(models, plots(models, curves), title, notes, extra))
     return md, page

@@ -30,3 +30,31 @@ def test_latency_spread_is_the_interquartile_range_over_the_median(monkeypatch):
     stats = evaluate.latency(torch.nn.Identity(), torch.zeros(1, 2), warmup=0, repeats=5, budget_s=100)
     assert stats["repeats"] == 5 and stats["median_ms"] == 3000
     assert stats["spread"] == (4 - 2) / 3  # quartiles 2 and 4 of 1..5
+
+
+def test_the_report_says_what_was_run_and_shows_each_epoch_and_each_loss_part(tmp_path):
+    from distil.config import recipe_from_dict
+    from distil.pipeline import run_recipe
+    from distil.report import write_report
+
+    recipe = recipe_from_dict({
+        "data": {"name": "digits", "batch_size": 64}, "epochs": 3, "seed": 4, "output_dir": str(tmp_path / "my_run"),
+        "teacher": {"model": "mlp", "params": {"hidden": [16]}, "epochs": 1},
+        "student": {"model": "mlp", "params": {"hidden": [8]}},
+        "losses": [{"name": "hinton_kd"}, {"name": "cross_entropy", "weight": 0.5}]})
+    run_recipe(recipe, progress=False)
+    md, page = write_report(tmp_path / "my_run")
+    text = md.read_text()
+    assert "## Run" in text and "| run | my_run |" in text and "| seed | 4 |" in text
+    assert '| student | mlp {"hidden": [8]} |' in text and "| losses | hinton_kd x 1.0; cross_entropy x 0.5 |" in text
+    assert "## Distillation per epoch (validation split)" in text
+    epoch_rows = [line for line in text.splitlines() if line.startswith(("| 1 |", "| 2 |", "| 3 |"))]
+    assert len(epoch_rows) == 3
+    assert 'alt="Loss parts"' in page.read_text()  # two terms: a curve each
+
+
+def test_sizes_within_a_decade_get_a_linear_axis():
+    from distil.report import size_scale
+
+    assert size_scale([9.7, 40.0]) == "linear"
+    assert size_scale([9.7, 1100.0]) == "log"
