@@ -122,7 +122,9 @@ def _shown(progress: bool) -> bool:
 
 
 def _model_name(cfg: ModelConfig) -> str:
-    return cfg.model if not cfg.params.get("hidden") else f"{cfg.model} {'x'.join(map(str, cfg.params['hidden']))}"
+    """'mlp 1200x1200' for the phase lines: the factory and its widths when it has a list of them."""
+    hidden = cfg.params.get("hidden")
+    return f"{cfg.model} {'x'.join(map(str, hidden))}" if isinstance(hidden, (list, tuple)) and hidden else cfg.model
 
 
 def _warn_if_not_smaller(recipe: Recipe, student: nn.Module, teachers: list[nn.Module]) -> None:

@@ -104,14 +104,14 @@ def _classification_bundle(tokenizer: Any, vocab_size: int, splits: dict[str, tu
     width = inputs["input_ids"].shape[1]
     return TextBundle(data["train"], data["val"], data["test"], num_classes, (width,), "classification",
                       tokenizer=tokenizer, model_kwargs={"vocab_size": vocab_size},
-                      preprocessing=tokenizer_preprocessing(tokenizer, width))
+                      preprocessing=tokenizer_preprocessing(tokenizer, width, vocab_size))
 
 
-def tokenizer_preprocessing(tokenizer: Any, length: int) -> dict[str, Any]:
+def tokenizer_preprocessing(tokenizer: Any, length: int, vocab_size: int) -> dict[str, Any]:
     """What a caller must do to text before the model: which tokenizer, padded to what length."""
     name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
     return {"text": f"token ids from the {name} tokenizer, padded or cut to {length}", "tokenizer": name,
-            "max_length": length, "vocab_size": len(tokenizer)}
+            "max_length": length, "vocab_size": vocab_size}
 
 
 # ----- toy sentiment: generated from templates, so tests and recipes need no files -----
