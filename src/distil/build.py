@@ -106,7 +106,7 @@ def check_labels(bundle: DataBundle) -> None:
 def build_model(cfg: ModelConfig, bundle: DataBundle, field: str) -> nn.Module:
     """Call the registered factory; `input_shape`, `num_classes` and the data's `model_kwargs`
     (e.g. `vocab_size`) are filled in when the factory takes them and the recipe does not set them."""
-    factory = _imported(cfg.model, field) if ":" in cfg.model else _lookup(MODELS, cfg.model, f"{field}.model")
+    factory = _imported(cfg.model, field) if cfg.imported_module else _lookup(MODELS, cfg.model, f"{field}.model")
     options = dict(cfg.params)
     accepted = inspect.signature(factory).parameters
     if "input_shape" in accepted:

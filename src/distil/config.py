@@ -38,6 +38,11 @@ class ModelConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = Field(None, description="safetensors weights to load")
 
+    @property
+    def imported_module(self) -> str | None:
+        """The module whose code `package.module:factory` runs, None for a registered model."""
+        return self.model.partition(":")[0] if ":" in self.model else None
+
 
 class TeacherCacheConfig(_Strict):
     """Train the student from stored teacher logits instead of running the teacher every step.
@@ -254,7 +259,7 @@ class Recipe(TrainConfig):
 
     def imported_modules(self) -> list[str]:
         """The modules the recipe's models come from (`package.module:factory`), in order."""
-        return list(dict.fromkeys(cfg.model.partition(":")[0] for _, cfg in self.model_fields_named() if ":" in cfg.model))
+        return list(dict.fromkeys(cfg.imported_module for _, cfg in self.model_fields_named() if cfg.imported_module))
 
     @field_validator("models")
     @classmethod
@@ -472,7 +477,7 @@ def check_imports(recipe: Recipe) -> None:
     """A model given as `package.module:factory` runs that module's code: the recipe must say so
     in `imports`, so a recipe without it can only name registered models."""
     for field, cfg in recipe.model_fields_named():
-        module = cfg.model.partition(":")[0] if ":" in cfg.model else None
+        module = cfg.imported_module
         if module is not None and not any(module == m or module.startswith(m + ".") for m in recipe.imports):
             raise ConfigError(f"{field}.model: {cfg.model!r} runs code from {module}; list {module} under the "
                               "recipe's imports: to allow that")

@@ -22,6 +22,11 @@ def _fmt(values: dict[str, float]) -> str:
     return "  ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in values.items())
 
 
+def piped(console: Console) -> bool:
+    """Output that is neither a terminal nor a notebook (a file, `tee`): rich draws no bars there."""
+    return not (console.is_terminal or console.is_jupyter)
+
+
 def clock(seconds: float) -> str:
     """3725 -> '1:02:05', 65 -> '1:05'."""
     seconds = max(0, round(seconds))
@@ -39,7 +44,7 @@ class TrainProgress:
                  plain_every_s: float = PLAIN_EVERY_S):
         self.name, self.epochs, self.steps, self.enabled = name, epochs, steps_per_epoch, enabled
         self.console = console or Console(stderr=True)
-        self.plain = not (self.console.is_terminal or self.console.is_jupyter)
+        self.plain = piped(self.console)
         self.plain_every_s = plain_every_s
         self._progress: Progress | None = None
         self._task = None
@@ -129,18 +134,19 @@ def pass_progress(description: str, total: int, enabled: bool = True,
     if not enabled:
         yield lambda n: None
         return
-    if not (console.is_terminal or console.is_jupyter):
-        done, start = [0], time.perf_counter()
-        last = [start]
+    if piped(console):
+        done, start = 0, time.perf_counter()
+        last = start
         console.print(f"{description}: {total:,} to do", highlight=False, soft_wrap=True)
 
         def advance(n: int) -> None:
-            done[0] += n
+            nonlocal done, last
+            done += n
             now = time.perf_counter()
-            if now - last[0] >= PLAIN_EVERY_S and done[0] < total:
-                last[0] = now
-                eta = (total - done[0]) * (now - start) / done[0]
-                console.print(f"{description}: {done[0]:,}/{total:,}  ETA {clock(eta)}", highlight=False, soft_wrap=True)
+            if now - last >= PLAIN_EVERY_S and done < total:
+                last = now
+                eta = (total - done) * (now - start) / done
+                console.print(f"{description}: {done:,}/{total:,}  ETA {clock(eta)}", highlight=False, soft_wrap=True)
 
         yield advance
         console.print(f"{description}: done in {clock(time.perf_counter() - start)}", highlight=False, soft_wrap=True)

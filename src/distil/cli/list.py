@@ -49,4 +49,7 @@ def main(
     table.add_column("what it is")
     for name in names:
         table.add_row(name, summary(registry.get(name)))
-    Console(width=200 if not Console().is_terminal else None).print(table)
+    console = Console()
+    if not console.is_terminal:  # files and pipes: whole lines, not wrapped at 80 columns
+        console = Console(width=200)
+    console.print(table)

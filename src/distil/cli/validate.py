@@ -22,5 +22,6 @@ def main(
     check_recipe(cfg, bundle)
     console = Console()
     console.print(f"[green]ok[/] {recipe}: {len(cfg.losses)} loss(es), data {cfg.data.name} ({len(bundle.train)} train samples)")
-    if cfg.imported_modules():
-        console.print(f"[yellow]note[/]: this recipe runs code from {', '.join(cfg.imported_modules())} (its imports:)")
+    modules = cfg.imported_modules()
+    if modules:
+        console.print(f"[yellow]note[/]: this recipe runs code from {', '.join(modules)} (its imports:)")
