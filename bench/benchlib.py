@@ -192,3 +192,15 @@ def ratio(value: float | None, baseline: float | None) -> float | None:
     if value is None or baseline is None or baseline == 0:
         return None
     return value / baseline
+
+
+def run_metrics(recipe_path: Path, out: Path, overrides: Sequence[str], progress: bool) -> dict[str, Any]:
+    """The test metrics of `distil run RECIPE` into `out`: read when that run finished earlier,
+    resumed when it was interrupted, run otherwise (so a long benchmark can be restarted)."""
+    from distil.config import load_recipe
+    from distil.pipeline import run_recipe
+
+    recipe = load_recipe(recipe_path, [f"output_dir={out}", *overrides])
+    if not (out / "metrics.json").is_file():
+        run_recipe(recipe, resume=out.is_dir(), progress=progress)
+    return json.loads((out / "metrics.json").read_text())

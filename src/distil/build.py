@@ -13,14 +13,17 @@ from typing import Any, Callable, Iterable
 import torch
 from pydantic import ValidationError
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from distil.batch import split_batch
-from distil.cache.recipe import check_teacher_cache
+from distil.cache.recipe import cached_teacher, check_teacher_cache
 from distil.checkpoint import load_weights
-from distil.config import FollowerConfig, LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, format_errors
+from distil.config import DataConfig, FollowerConfig, LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, format_errors
 from distil.data import DATASETS, DataBundle
 from distil.data.base import check_label_range, train_subset
+from distil.data.inversion import batch_norms
+from distil.data.mix import BatchMix
+from distil.data.transfer import unlabelled
 from distil.distiller import TEACHER_INPUTS, Distiller, Term, loss_inputs
 from distil.errors import ConfigError, DistilError, short_repr
 from distil.evaluate import eval_mode
@@ -93,6 +96,30 @@ def build_data(recipe: Recipe, field: str = "data.params") -> DataBundle:
     return bundle
 
 
+def build_transfer(recipe: Recipe, bundle: DataBundle) -> Dataset | None:
+    """The recipe's transfer set, fitted to the run's data: the same inputs per sample and, when
+    it keeps its labels, the same outputs; unlabelled (-100) unless `transfer.labels`."""
+    cfg = recipe.transfer
+    if cfg is None:
+        return None
+    if recipe.teachers and cached_teacher(recipe) is not None:
+        raise ConfigError("transfer: the teacher cache holds the training set's views only; a transfer set needs the "
+                          "live teacher to label it (remove teacher.cache)")
+    data = DataConfig(name=cfg.name, params=cfg.params)
+    own = build_data(recipe.model_copy(update={"data": data}), "transfer.params")
+    if tuple(own.input_shape) != tuple(bundle.input_shape) or own.model_kwargs != bundle.model_kwargs:
+        raise ConfigError(f"transfer: {cfg.name!r} has inputs of shape {tuple(own.input_shape)} {own.model_kwargs or ''}, "
+                          f"the run's data {tuple(bundle.input_shape)} {bundle.model_kwargs or ''}; the teacher and "
+                          "student read the transfer set as they read the training data")
+    if cfg.labels and own.num_outputs != bundle.num_outputs:
+        raise ConfigError(f"transfer.labels: {cfg.name!r} has {own.num_outputs} classes, the run's data "
+                          f"{bundle.num_outputs}; use labels: false to let the teacher label it")
+    split = getattr(own, cfg.split)
+    if split is None or len(split) == 0:
+        raise ConfigError(f"transfer.split: {cfg.name!r} has no {cfg.split} samples")
+    return split if cfg.labels else unlabelled(split)
+
+
 def check_labels(bundle: DataBundle) -> None:
     """Class labels must index the model's outputs; checked up front for in-memory data."""
     if bundle.task != "classification":
@@ -148,9 +175,16 @@ def _check_size(factory: Callable, options: dict[str, Any], field: str) -> None:
                           f"({4 * MAX_PARAMETERS / 1e9:.0f} GB of float32); check its sizes")
 
 
+def probe_inputs(bundle: DataBundle) -> Any:
+    """One sample's inputs to probe models with: the training split's first, or the validation
+    split's in a data-free run (whose training split is withheld)."""
+    split = bundle.train if bundle.train is not None else bundle.val if bundle.val is not None else bundle.test
+    return split_batch(split[0])["inputs"]
+
+
 def check_outputs(models: dict[str, nn.Module], bundle: DataBundle) -> None:
     """One probe forward: every model must read the data's inputs and produce `num_outputs` values per sample."""
-    x = split_batch(bundle.train[0])["inputs"]
+    x = probe_inputs(bundle)
     if not isinstance(x, torch.Tensor):
         return  # dict inputs (text) are checked by the losses
     for name, model in models.items():
@@ -212,7 +246,23 @@ def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module
         pad = getattr(getattr(student, "config", None), "pad_token_id", None)
         on_policy = OnPolicy(**recipe.on_policy.model_dump(), pad_token_id=0 if pad is None else pad)
     return Distiller(student, teacher, build_losses(recipe.losses), model_inputs=recipe.model_inputs,
-                     on_policy=on_policy, models=models, update_order=recipe.update_order)
+                     on_policy=on_policy, models=models, update_order=recipe.update_order,
+                     transforms=[build_mix(recipe, bundle)] if recipe.mix is not None else [])
+
+
+def build_mix(recipe: Recipe, bundle: DataBundle) -> BatchMix:
+    """The recipe's mixup / cutmix, refused at once for inputs that are not images."""
+    if recipe.teachers and cached_teacher(recipe) is not None:
+        raise ConfigError("mix: the teacher cache holds the teacher's logits of unmixed views; mixed images need the "
+                          "live teacher to score them (remove teacher.cache)")
+    x = probe_inputs(bundle)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ConfigError(f"mix: mixup and cutmix mix images (float tensors); data set {recipe.data.name!r} gives "
+                          f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype} inputs")
+    try:
+        return BatchMix(**recipe.mix.model_dump(), image_shape=bundle.input_shape)
+    except DistilError as e:
+        raise ConfigError(str(e)) from None
 
 
 def combine_teachers(recipe: Recipe, teachers: list[nn.Module]) -> nn.Module | None:
@@ -242,6 +292,9 @@ def check_model_names(recipe: Recipe) -> None:
                                   f"{', '.join(known)}")
             if teacher == cfg.student:
                 raise ConfigError(f"losses[{i}].teacher: {teacher!r} cannot teach itself")
+    if recipe.federated is not None and (recipe.teachers or recipe.models or recipe.chain or recipe.transfer):
+        raise ConfigError("federated: the clients are the teachers and the public data comes from the training split; "
+                          "remove teacher, models, chain and transfer")
     if recipe.chain is not None and (recipe.models or not recipe.teachers):
         raise ConfigError("chain: each stage trains one student from the one before, starting from the teacher: "
                           "give a teacher, and no models")
@@ -251,12 +304,13 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
     """Build what can be built cheaply (student, losses, every teacher, a teacher's own data) and
     run each model once on a sample, so that every recipe mistake surfaces before a single
     training step, and before the run folder is touched."""
+    check_data_free(recipe, bundle)
     models = {"student": build_model(recipe.student, bundle, "student")}
     check_model_names(recipe)
     terms = build_losses(recipe.losses)
     for i, term in enumerate(terms.values()):
         reads_teacher = TEACHER_INPUTS & set(loss_inputs(term.loss)) and "teacher" in term.teachers
-        if not recipe.teachers and reads_teacher:
+        if not recipe.teachers and reads_teacher and recipe.federated is None:  # federated: the clients teach
             raise ConfigError(f"losses[{i}]: {recipe.losses[i].name} learns from a teacher; add a `teacher:` section")
     for name, cfg in recipe.models.items():
         if isinstance(cfg, PeerConfig) and not cfg.trainable:
@@ -265,6 +319,9 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
             models[f"models.{name}"] = build_companion(cfg, bundle, name).module
     for i, stage in enumerate(recipe.chain.stages(recipe.student) if recipe.chain else []):
         models[f"chain.assistants[{i}]"] = build_model(stage, bundle, f"chain.assistants[{i}]")
+    transfer = build_transfer(recipe, bundle)
+    if recipe.mix is not None:
+        build_mix(recipe, bundle)
     check_teacher_cache(recipe, bundle, terms)
     if recipe.on_policy is not None and recipe.task != "language_modeling":
         raise ConfigError(f"on_policy: needs task language_modeling (the student writes text), got {recipe.task}")
@@ -274,7 +331,31 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
         field = "teacher" if not isinstance(recipe.teacher, list) else f"teacher[{i}]"
         models[field] = check_teacher(recipe, teacher, bundle, field)
     check_outputs(models, bundle)
+    if recipe.data_free is not None and recipe.data_free.bn > 0 and not batch_norms(models["teacher"]):
+        raise ConfigError("data_free.bn: the teacher has no batch-norm layers, so there are no statistics to match; "
+                          "set data_free.bn: 0 (the priors alone) or use a teacher with batch norm")
+    if transfer is not None:  # the teachers and the student must read it too
+        check_outputs(models, replace(bundle, train=transfer))
     check_taps(recipe.losses, terms, models)
+
+
+def check_data_free(recipe: Recipe, bundle: DataBundle) -> None:
+    """A data-free run reads no training input: its one teacher comes trained, and nothing else
+    trains on the training split (checked before anything could read it)."""
+    cfg = recipe.data_free
+    if cfg is None:
+        return
+    if len(recipe.teachers) != 1 or not (recipe.teachers[0].checkpoint or recipe.teachers[0].pretrained):
+        raise ConfigError("data_free: needs one teacher that comes trained (teacher.checkpoint or teacher.pretrained); "
+                          "training it here would read the training data")
+    others = [name for name, used in (("baseline", recipe.baseline), ("transfer", recipe.transfer), ("models", recipe.models),
+                                      ("chain", recipe.chain), ("federated", recipe.federated),
+                                      ("teacher.cache", recipe.teachers[0].cache)) if used]
+    if others:
+        raise ConfigError(f"data_free: {', '.join(others)} would read the training data; remove {'it' if len(others) == 1 else 'them'}")
+    if len(bundle.input_shape) != 3:
+        raise ConfigError(f"data_free: DeepInversion synthesises images (C, H, W); data set {recipe.data.name!r} gives "
+                          f"inputs of shape {tuple(bundle.input_shape)} (for MNIST and digits, data.params.layout: image)")
 
 
 def check_taps(configs: list[LossConfig], terms: dict[str, Term], models: dict[str, nn.Module]) -> None:

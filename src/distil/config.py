@@ -225,6 +225,76 @@ class ChainConfig(_Strict):
         return [student] * (self.generations - 1) if self.generations is not None else list(self.assistants)
 
 
+class FederatedConfig(_Strict):
+    """Federated distillation (FedDF, Lin et al., NeurIPS 2020), simulated in one process: `clients`
+    models of the student's architecture train on non-IID shards of the training split, and each
+    round the server distils their ensemble into the global model (the student) on unlabelled
+    public data. The loss terms and `epochs` are the server's; `teacher` is not given (the clients
+    teach)."""
+
+    clients: Annotated[int, Field(ge=2, le=1000)] = Field(5, description="number of clients")
+    rounds: PositiveInt = Field(3, description="communication rounds")
+    local_epochs: PositiveInt = Field(2, description="epochs each client trains on its shard per round")
+    alpha: Positive = Field(1.0, description="Dirichlet concentration of the class split (Hsu et al. 2019): "
+                            "small is skewed (0.1: about one class per client), large is near IID")
+    public_share: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.2, description="share of the training split held out, unlabelled, as the server's public data")
+    fuse: Literal["distil", "average"] = Field(
+        "distil", description="distil: FedDF (the clients' average, then distilled from their ensemble); "
+        "average: FedAvg alone (McMahan et al. 2017), the comparison FedDF is measured against")
+
+
+class DataFreeConfig(_Strict):
+    """Data-free distillation (DeepInversion, Yin et al., CVPR 2020): the student never reads a real
+    training input. `samples` images are synthesised from the trained teacher (its batch-norm
+    statistics, its classes, image priors) and the teacher labels them for the student; the
+    validation and test splits still measure the student. The teacher must come trained."""
+
+    method: Literal["deep_inversion"] = "deep_inversion"
+    samples: PositiveInt = Field(2048, description="synthetic images, targets cycling over the classes")
+    batch_size: PositiveInt = Field(256, description="images optimised together (batch-norm statistics are per batch)")
+    iterations: PositiveInt = Field(500, description="optimisation steps per batch")
+    lr: Positive = Field(0.1, description="Adam learning rate of the pixels (cosine-decayed)")
+    bn: NonNegative = Field(1.0, description="weight of the batch-norm statistics term (needs batch norm in the teacher)")
+    tv: NonNegative = Field(1e-2, description="weight of the total-variation prior")
+    l2: NonNegative = Field(1e-4, description="weight of the l2 prior on the pixels")
+    jitter: Annotated[int, Field(ge=0, le=16)] = Field(2, description="random shift (pixels) of the batch each step")
+    flip: bool = Field(False, description="random horizontal flips each step (not for digits)")
+
+
+class MixConfig(_Strict):
+    """Mixup or CutMix of every distillation batch, before any model sees it, so the teacher scores
+    the image the student learns from ("consistent teaching", Beyer et al., CVPR 2022)."""
+
+    kind: Literal["mixup", "cutmix"] = Field("mixup", description="mixup (Zhang et al. 2018) or cutmix (Yun et al. 2019)")
+    labels: Literal["mask", "dominant"] = Field(
+        "mask", description="a mixed image's label: mask (-100: hard-label losses skip it) or dominant "
+        "(the label of the image with the larger share)")
+    p: Fraction = Field(1.0, description="share of batches mixed")
+
+
+class TransferConfig(_Strict):
+    """A transfer set (Hinton et al. 2015): samples the teacher labels for the student beyond the
+    labelled training data, e.g. a large unlabelled pool beside a few labels. Each batch is the
+    labelled batch plus `ratio` times as many transfer samples (FixMatch's mu), so a run keeps a
+    labelled-only run's steps; with `only`, the student trains on the transfer set alone."""
+
+    name: str = Field(description="registered data set, e.g. mnist")
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the data set factory")
+    split: Literal["train", "val", "test"] = Field("train", description="which split of it the student sees")
+    labels: bool = Field(False, description="keep its labels for hard-label losses; by default its samples are "
+                         "unlabelled (-100), so only the teacher's targets reach them")
+    ratio: Positive | None = Field(None, description="transfer samples per labelled sample in each batch (default 1)")
+    only: bool = Field(False, description="train on the transfer set alone; the labelled set still validates "
+                       "and trains the teacher and the baseline")
+
+    @model_validator(mode="after")
+    def _ratio_or_only(self) -> "TransferConfig":
+        if self.only and self.ratio is not None:
+            raise ValueError("give ratio (mix with the labelled batches) or only: true (the transfer set alone), not both")
+        return self
+
+
 class Recipe(TrainConfig):
     """Everything one distillation run needs. `distil run RECIPE --set key=value` overrides fields."""
 
@@ -243,6 +313,14 @@ class Recipe(TrainConfig):
     update_order: Literal["together", "alternating"] = Field(
         "together", description="with several trained models: one optimizer step over all, or one per model in turn")
     chain: ChainConfig | None = Field(None, description="born-again generations or teacher assistants, trained in turn")
+    transfer: TransferConfig | None = Field(None, description="a transfer set the teacher labels for the student: "
+                                            "extra (e.g. unlabelled) samples mixed into each batch, or instead of it")
+    federated: FederatedConfig | None = Field(None, description="FedDF: clients on non-IID shards, fused each "
+                                              "round by distilling their ensemble into the student")
+    data_free: DataFreeConfig | None = Field(None, description="distil without reading a training input: "
+                                             "images synthesised from the teacher (DeepInversion)")
+    mix: MixConfig | None = Field(None, description="mixup or cutmix of the distillation batches, the teacher "
+                                  "scoring the mixed images (needs kornia: pip install distil[augment])")
     baseline: bool = Field(False, description="also train the student on hard labels alone (same seed and schedule) "
                            "and report it beside the distilled one")
     imports: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]] = Field(

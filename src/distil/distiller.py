@@ -120,6 +120,8 @@ class Distiller(nn.Module):
         update_order: "together" (one backward over every term, one optimizer step: the usual
             simultaneous form) or "alternating" (one phase per trained model, each stepping after
             the previous one's update, as in Zhang et al.'s DML algorithm). See `phases`.
+        transforms: batch transforms, `(student, batch) -> batch`, applied in training steps before
+            any model runs (so every model reads the same transformed batch); `on_policy` is one.
     The parts are the weighted, detached contributions, so they add up to the loss.
     """
 
@@ -134,6 +136,7 @@ class Distiller(nn.Module):
         *,
         models: Mapping[str, Any] | None = None,
         update_order: str = "together",
+        transforms: Sequence[Callable[[nn.Module, Any], Any]] = (),
     ):
         super().__init__()
         if not losses:
@@ -141,9 +144,10 @@ class Distiller(nn.Module):
         if update_order not in UPDATE_ORDERS:
             raise ConfigError(f"update_order: must be one of {', '.join(UPDATE_ORDERS)}, got {update_order!r}")
         self.model_inputs = dict(model_inputs or {})  # e.g. {"logits_to_keep": 1} for chunked LM losses
-        # (student, batch) -> the batch to train on, in training mode only: e.g. the student's own
-        # continuations (`distil.lm.generation.OnPolicy`), which the teacher then scores.
-        self.on_policy = on_policy
+        # (student, batch) -> the batch to train on, in training mode only, before any model sees
+        # it, so the teacher scores what the student learns from: mixup / cutmix
+        # (`distil.data.mix.BatchMix`), the student's own continuations (`OnPolicy`).
+        self.transforms = [*transforms, *([on_policy] if on_policy is not None else [])]
         self.student = student
         self.teachers, self.peers, self.followers = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
         if teacher is not None:
@@ -310,10 +314,18 @@ class Distiller(nn.Module):
             else:
                 term.loss.setup(s, t)
 
-    def forward(self, batch: Any, phase: int | None = None) -> dict[str, Tensor]:
-        """The loss of the terms of `phase` (all terms when None), with the outputs they read."""
-        if self.on_policy is not None and self.training:
-            batch = self.on_policy(self.student, batch)
+    def transform(self, batch: Any) -> Any:
+        """The batch the models train on: the batch transforms applied in turn (training mode only)."""
+        if self.training:
+            for transform in self.transforms:
+                batch = transform(self.student, batch)
+        return batch
+
+    def forward(self, batch: Any, phase: int | None = None, transformed: bool = False) -> dict[str, Tensor]:
+        """The loss of the terms of `phase` (all terms when None), with the outputs they read.
+        `transformed`: the batch has been through `transform` already (once for all phases of a step)."""
+        if not transformed:
+            batch = self.transform(batch)
         parts = split_batch(batch)
         inputs = parts["inputs"]
         if self.model_inputs:

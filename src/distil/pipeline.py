@@ -11,24 +11,30 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import PartialState
 from accelerate.utils import set_seed
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from distil.build import build_data, build_distiller, build_losses, build_model, check_recipe, combine_teachers
+from distil.build import (build_data, build_distiller, build_losses, build_model, build_transfer, check_recipe,
+                          combine_teachers)
 from distil.cache.recipe import cached_teacher, cached_train_set
 from distil.checkpoint import atomic_write_text, load_weights
 from distil.config import LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, dump_recipe
 from distil.console import phase, warn
 from distil.data import DataBundle
+from distil.data.inversion import deep_inversion, save_grid
+from distil.data.transfer import Transfer
 from distil.distiller import Distiller
 from distil.errors import ConfigError
-from distil.integrity import DamagedFileError
+from distil.integrity import DamagedFileError, read_tensors, save_tensors
+from distil.progress import pass_progress
 from distil.batch import first_sample, split_batch
 from distil.evaluate import cost_metrics, count_params, evaluate_model
 from distil.teacher import FrozenTeacher, TeacherEnsemble
@@ -146,12 +152,23 @@ def _finish(trainer: Trainer, fit: FitResult, model: nn.Module, out: Path) -> nn
     return load_weights(model, out / "best" / "student.safetensors")
 
 
-def make_trainer(recipe: Recipe, distiller: Distiller, bundle: DataBundle, progress: bool, name: str) -> Trainer:
+def make_trainer(recipe: Recipe, distiller: Distiller, bundle: DataBundle, progress: bool, name: str,
+                 transfer: Transfer | None = None) -> Trainer:
     return Trainer(
         distiller, bundle.train, bundle.val, recipe,
         batch_size=recipe.data.batch_size, eval_batch_size=recipe.data.eval_batch_size,
         num_workers=recipe.data.num_workers, num_classes=bundle.num_outputs, progress=progress, name=name,
+        transfer=transfer,
     )
+
+
+def _transfer_note(recipe: Recipe) -> str:
+    """'; on mnist only' / '; plus 7x mnist (unlabelled) per batch' for the phase line."""
+    cfg = recipe.transfer
+    if cfg is None:
+        return ""
+    kind = "" if cfg.labels else " (unlabelled)"
+    return f"; on {cfg.name}{kind} only" if cfg.only else f"; plus {cfg.ratio or 1:g}x {cfg.name}{kind} per batch"
 
 
 def trained_teacher(cfg: TeacherConfig, bundle: DataBundle, field: str = "teacher") -> nn.Module:
@@ -196,13 +213,18 @@ def distil_stage(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module], 
     train = bundle
     if cached_teacher(recipe) is not None:  # steps read the teacher's logits; validation still runs it
         train = replace(bundle, train=cached_train_set(recipe, teachers[0], bundle, out, progress))
+    transfer = build_transfer(recipe, bundle)
+    if transfer is not None and recipe.transfer.only:
+        train, transfer = replace(bundle, train=transfer), None
     set_seed(recipe.seed)
     distiller = build_distiller(recipe, train, teachers, frozen)
     if _shown(progress):
         _warn_if_not_smaller(recipe, distiller.student, teachers)
     terms = ", ".join(term.name for term in recipe.losses)
-    phase(f"{name}: {_model_name(recipe.student)} for {recipe.epochs} epochs ({terms}) into {out}", _shown(progress))
-    fit = make_trainer(recipe, distiller, train, progress, name).fit(resume=resume)
+    phase(f"{name}: {_model_name(recipe.student)} for {recipe.epochs} epochs ({terms}{_transfer_note(recipe)}) "
+          f"into {out}", _shown(progress))
+    mixed = Transfer(transfer, recipe.transfer.ratio or 1.0) if transfer is not None else None
+    fit = make_trainer(recipe, distiller, train, progress, name, mixed).fit(resume=resume)
     load_weights(distiller.student.cpu(), out / "best" / "student.safetensors")
     for companion, model in distiller.companions().items():
         load_weights(model.cpu(), out / "best" / f"{companion}.safetensors")
@@ -235,6 +257,31 @@ def run_chain(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module], out
     return stages
 
 
+def synthetic_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out: Path, progress: bool) -> Dataset:
+    """The data-free run's training set: images synthesised from the teacher (DeepInversion) into
+    `<out>/synthetic/` once (with a grid of them for the report), unlabelled, so the teacher's
+    targets alone teach. An interrupted synthesis starts again on `--resume`."""
+    cfg, folder = recipe.data_free, out / "synthetic"
+    if not (folder / "done.json").is_file():
+        if PartialState().is_main_process:
+            device = "cuda" if torch.cuda.is_available() and not recipe.cpu else "cpu"
+            phase(f"data-free: synthesising {cfg.samples} images from the teacher (DeepInversion, {cfg.iterations} "
+                  f"steps per batch of {cfg.batch_size}) into {folder}", progress)
+            start = time.perf_counter()
+            with pass_progress("synthesis", cfg.samples, enabled=progress) as advance:
+                images, targets = deep_inversion(
+                    teacher, tuple(bundle.input_shape), bundle.num_outputs, cfg.samples, batch_size=cfg.batch_size,
+                    iterations=cfg.iterations, lr=cfg.lr, bn=cfg.bn, tv=cfg.tv, l2=cfg.l2, jitter=cfg.jitter,
+                    flip=cfg.flip, seed=recipe.seed, device=device, on_batch=advance)
+            save_tensors({"images": images, "targets": targets}, folder / "images.safetensors")
+            save_grid(images, folder / "grid.png")
+            atomic_write_text(folder / "done.json", json.dumps({"samples": len(images), "seconds": time.perf_counter() - start}))
+        PartialState().wait_for_everyone()
+    tensors, _ = read_tensors(folder / "images.safetensors", "synthetic images")
+    images = tensors["images"]
+    return TensorDataset(images, torch.full((len(images),), -100, dtype=torch.long))
+
+
 def evaluate_split(model: nn.Module, bundle: DataBundle, task: str, teacher: nn.Module | None = None, split: str = "test") -> dict[str, Any]:
     """Task metrics, fidelity to `teacher` and cost of `model` on a data split, on the CPU."""
     loader = DataLoader(getattr(bundle, split), batch_size=256 if task != "language_modeling" else 8)
@@ -247,18 +294,25 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, pr
     """The whole run. Under torchrun / accelerate launch every process calls this: the main one
     prepares the folder and evaluates at the end (the others return empty metrics); training is shared."""
     bundle = build_data(recipe)
+    if recipe.data_free is not None:  # nothing below may read a real training input
+        bundle = replace(bundle, train=None)
     check_recipe(recipe, bundle)
     state = PartialState(cpu=on_cpu(recipe))
     if state.is_main_process:
         prepare_output_dir(recipe, resume, overwrite)
     state.wait_for_everyone()
     out = Path(recipe.output_dir)
+    if recipe.federated is not None:
+        from distil.federated import run_federated_recipe
+
+        return run_federated_recipe(recipe, bundle, out, resume, progress)
     teachers = load_teachers(recipe, bundle, out, resume, progress)
     frozen = load_frozen_models(recipe, bundle, out, resume, progress)
     baseline = train_teacher(recipe, recipe.student, bundle, out / "baseline", resume, progress, "baseline",
                              recipe.epochs) if recipe.baseline else None
     stages = run_chain(recipe, bundle, teachers, out, resume, progress)
-    distiller, fit = distil_stage(recipe, bundle, [stages[-1][1]] if stages else teachers, frozen, resume, progress)
+    train = bundle if recipe.data_free is None else replace(bundle, train=synthetic_train_set(recipe, teachers[0], bundle, out, progress))
+    distiller, fit = distil_stage(recipe, train, [stages[-1][1]] if stages else teachers, frozen, resume, progress)
     if not state.is_main_process:
         return RunResult(out, fit, {}, distiller.student)
     teacher = _as_teacher(recipe, teachers)

@@ -282,6 +282,11 @@ def write_report(run_dir: Path, title: str = "distil report", notes: str = "") -
     models, curves = load_run(run_dir)
     md, page = run_dir / "report.md", run_dir / "report.html"
     extra = [s for s in (_run_section(run_dir), _epochs_section(curves)) if s is not None] + sections(run_dir, models)
-    atomic_write_text(md, markdown(models, title, notes, extra))
-    atomic_write_text(page, html_page(models, plots(models, curves), title, notes, extra))
+    images, text = plots(models, curves), markdown(models, title, notes, extra)
+    grid = run_dir / "synthetic" / "grid.png"
+    if grid.is_file():  # a data-free run: what the student was trained on
+        images["Synthetic training images (data-free)"] = base64.b64encode(grid.read_bytes()).decode()
+        text += "\n## Synthetic training images (data-free)\n\n![synthetic training images](synthetic/grid.png)\n"
+    atomic_write_text(md, text)
+    atomic_write_text(page, html_page(models, images, title, notes, extra))
     return md, page

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from distil import checkpoint as ckpt
 from distil.config import TrainConfig
 from distil.data.base import check_label_range
+from distil.data.transfer import MixedBatches, Transfer, TransferStream
 from distil.batch import Gather, batch_gatherer, split_batch, to_device
 from distil.distiller import Distiller
 from distil.errors import ConfigError, NonFiniteLossError, TrainingInterrupted
@@ -132,6 +133,8 @@ def _monitor(task: str) -> tuple[str, int]:
 class Trainer:
     """Trains `distiller` on `train_set`, evaluating the student on `val_set` every epoch.
 
+    With `transfer`, each batch also carries `transfer.ratio` times as many samples of a transfer
+    set (`distil.data.transfer`): the same steps per epoch, more for the teacher to label.
     Outputs in `config.output_dir`: `checkpoints/` (latest, for resume), `best/student.safetensors`
     (the best student by validation accuracy, or MSE for regression) and `metrics.jsonl`.
     """
@@ -149,6 +152,7 @@ class Trainer:
         num_classes: int | None = None,
         progress: bool = True,
         name: str = "train",
+        transfer: Transfer | None = None,
     ):
         self.distiller, self.config, self.name = distiller, config, name
         self.out = Path(config.output_dir)
@@ -162,6 +166,7 @@ class Trainer:
             log_with=config.log_with or None, project_dir=str(self.out) if config.log_with else None,
         )
         self.sampler = EpochBatchSampler(len(train_set), batch_size, config.seed)
+        self.transfer, self.batch_size = transfer, batch_size
         self._stop = StopRequest(enabled=False)  # fit() arms it
         eval_size = eval_batch_size or batch_size * 4
         fast = num_workers == 0 and self.accelerator.num_processes == 1
@@ -203,6 +208,12 @@ class Trainer:
         self.model, self.optimizer = acc.prepare(self.distiller, optimizer)
         if acc.num_processes > 1:  # each process now takes its share of every epoch's batches
             self.train_loader = acc.prepare(self.train_loader)
+        if self.transfer is not None:  # transfer rows follow the global batch number: any process count
+            size = max(1, round(self.transfer.ratio * self.batch_size))
+            device = acc.device if acc.device.type != "cpu" else None
+            stream = TransferStream(self.transfer.dataset, size, cfg.seed, device)
+            self.train_loader = MixedBatches(self.train_loader, stream, len(self.sampler),
+                                             stride=acc.num_processes, offset=acc.process_index)
         # Steps are what this process runs, so schedules end, decay and warm up on time however
         # many processes share the epoch.
         self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.grad_accum_steps)
@@ -327,6 +338,10 @@ class Trainer:
         self.sampler.skip = self.state["batch_in_epoch"] * self.accelerator.num_processes
         if hasattr(self.train_loader.dataset, "set_epoch"):  # per-epoch augmentation
             self.train_loader.dataset.set_epoch(epoch)
+        if isinstance(self.train_loader, MixedBatches):
+            self.train_loader.epoch, self.train_loader.start = epoch, self.state["batch_in_epoch"]
+            if hasattr(self.transfer.dataset, "set_epoch"):
+                self.transfer.dataset.set_epoch(epoch)
         self.distiller.set_epoch(epoch)
         self.model.train()
         if self.state["batch_in_epoch"] == 0:
@@ -376,6 +391,8 @@ class Trainer:
         acc, cfg, phases = self.accelerator, self.config, len(self.distiller.phases)
         self.distiller.set_progress(self.state["step"] / max(1, self.steps_per_epoch * self.config.epochs))
         parts: dict[str, torch.Tensor] = {}
+        if phases > 1:  # every phase of the step reads one mixed / generated batch
+            batch = self.distiller.transform(batch)
         with acc.accumulate(self.model):
             for phase in range(phases):
                 out = self._phase(batch, phase if phases > 1 else None)
@@ -401,7 +418,7 @@ class Trainer:
         """One forward and backward, and the optimizer step at accumulation boundaries."""
         acc, cfg = self.accelerator, self.config
         with acc.autocast():
-            out = self.model(batch) if phase is None else self.model(batch, phase=phase)
+            out = self.model(batch) if phase is None else self.model(batch, phase=phase, transformed=True)
         if cfg.sync_every_steps == 1:  # before the bad step reaches the weights
             self._check_finite({k: v.detach() for k, v in out.items() if k not in ("output", "teacher_output")})
         acc.backward(out["loss"])

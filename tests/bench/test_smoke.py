@@ -202,3 +202,27 @@ def test_hinton_mnist(tmp_path, shared_dir):
     assert set(rows) == {"teacher", "baseline", "distilled"}
     assert rows["teacher"]["published"] == 67 and rows["distilled"]["params"] < rows["teacher"]["params"]
     assert all(0 <= r["errors"] <= 10_000 for r in rows.values())
+
+
+def test_transfer_sets(tmp_path):
+    data = load("transfer_sets").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"), "--seeds", "0"])
+    assert_all_ran(data)
+    rows = {r["model"]: r for r in data["rows"]}
+    assert set(rows) == {"teacher", "baseline", "kd_labelled", "kd_pool", "kd_mixup", "kd_pool_mixup"}
+    assert rows["baseline"]["gain_vs_baseline"] == 0
+
+
+def test_federated(tmp_path):
+    data = load("federated").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"), "--seeds", "0"])
+    assert_all_ran(data)
+    rows = {r["model"]: r for r in data["rows"]}
+    assert set(rows) == {"fedavg", "feddf", "client_mean", "clients_ensemble", "pooled"} and rows["fedavg"]["vs_fedavg"] == 0
+
+
+def test_data_free(tmp_path, shared_dir):
+    data = load("data_free").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"), "--seeds", "0",
+                                   "--set", f"data.params.root={shared_dir / 'data' / 'mnist'}", "--set", "data.params.max_train=300"])
+    assert_all_ran(data)
+    rows = {r["model"]: r for r in data["rows"]}
+    assert set(rows) == {"teacher (real data)", "deep_inversion", "no_bn_statistics"}
+    assert all(r["synthesis_s"] > 0 for name, r in rows.items() if name != "teacher (real data)")

@@ -36,7 +36,10 @@ from distil.distiller import Distiller
 from distil.losses import CrossEntropy
 from distil.trainer import Trainer
 
-out, batch_size = sys.argv[1], int(sys.argv[2])
+from distil.data.transfer import Transfer
+from distil.losses import HintonKD
+
+out, batch_size, pooled = sys.argv[1], int(sys.argv[2]), len(sys.argv) > 3
 g = torch.Generator().manual_seed(0)
 x = torch.randn(512, 8, generator=g)
 data = torch.utils.data.TensorDataset(x, (x[:, 0] > 0).long() + (x[:, 1] > 0).long())
@@ -44,7 +47,14 @@ torch.manual_seed(0)
 student = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
 cfg = TrainConfig(epochs=2, output_dir=out, optimizer={"name": "sgd", "lr": 0.5, "momentum": 0.9},
                   schedule={"name": "multistep", "milestones": [1], "gamma": 0.1})
-trainer = Trainer(Distiller(student, None, {"ce": CrossEntropy()}), data, None, cfg, batch_size=batch_size, progress=False)
+if pooled:  # an unlabelled pool, as many rows as labelled ones in each batch, labelled by a fixed teacher
+    teacher = torch.nn.Linear(8, 3)
+    pool = torch.utils.data.TensorDataset(torch.randn(300, 8, generator=g))
+    distiller = Distiller(student, teacher, {"kd": HintonKD(alpha=0.5)})
+    transfer = Transfer(pool, ratio=1.0)
+else:
+    distiller, transfer = Distiller(student, None, {"ce": CrossEntropy()}), None
+trainer = Trainer(distiller, data, None, cfg, batch_size=batch_size, progress=False, transfer=transfer)
 trainer.fit()
 if trainer.accelerator.is_main_process:
     save_file({k: v.contiguous() for k, v in student.state_dict().items()}, out + "/final.safetensors")
@@ -53,20 +63,23 @@ if trainer.accelerator.is_main_process:
 """
 
 
-def test_two_processes_follow_the_one_process_schedule_and_weights(tmp_path):
+@pytest.mark.parametrize("pooled", [False, True], ids=["labelled", "with_transfer_set"])
+def test_two_processes_follow_the_one_process_schedule_and_weights(tmp_path, pooled):
     """Each of 2 processes runs half the batches: the schedule counts those (16 steps an epoch
     here, not 32), so the milestone lands after epoch 1 as with one process at the same global
-    batch, and the weights end where that run's do (up to float reduction order)."""
+    batch, and the weights end where that run's do (up to float reduction order). With a
+    transfer set, the two processes' transfer rows together are the lone process's."""
     from safetensors.torch import load_file
 
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    two = subprocess.run([*torchrun, str(script), str(tmp_path / "two"), "16"], capture_output=True, text=True,
+    extra = ["pool"] if pooled else []
+    two = subprocess.run([*torchrun, str(script), str(tmp_path / "two"), "16", *extra], capture_output=True, text=True,
                          timeout=300, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "32"], capture_output=True, text=True,
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "32", *extra], capture_output=True, text=True,
                          timeout=300, env=env)
     assert one.returncode == 0, one.stderr[-3000:]
     schedules = [json.loads((tmp_path / run / "schedule.json").read_text()) for run in ("one", "two")]
