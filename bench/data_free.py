@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "data_free_mnist")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="override of both recipes")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="which students (default: all)")
     args = p.parse_args(argv)
     overrides = list(args.overrides)
     if args.smoke:
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
     res.add({"model": "teacher (real data)", "accuracy": 100 * teacher["accuracy"], "std": 0.0, "per_seed": "", "of_teacher": 1.0,
              "synthesis_s": None, "seeds": "0", "status": "ok"})
     weights = teacher_out / "best" / "student.safetensors"
-    for arm, changes in ARMS.items():
+    for arm in args.arms:
+        changes = ARMS[arm]
         acc, seconds = [], []
         for seed in args.seeds:
             out = args.runs / f"{arm}_s{seed}"

@@ -2,7 +2,8 @@
 
 A batch is `(inputs, labels[, sample_weight])`, bare inputs, or a dict of model keyword inputs
 (Hugging Face style) plus the reserved keys `labels`, `sample_weight`, `indices` and
-`teacher_logits` (precomputed teacher outputs from a cache).
+`teacher_logits` (precomputed teacher outputs from a cache) and `teacher_inputs` (what frozen
+teachers read instead of `inputs`, in cross-modal runs).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch.utils.data import TensorDataset
 
-RESERVED_KEYS = ("labels", "sample_weight", "indices", "teacher_logits")
+RESERVED_KEYS = ("labels", "sample_weight", "indices", "teacher_logits", "teacher_inputs")
 
 
 def split_batch(batch: Any) -> dict[str, Any]:

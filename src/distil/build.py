@@ -18,9 +18,11 @@ from torch.utils.data import Dataset, TensorDataset
 from distil.batch import split_batch
 from distil.cache.recipe import cached_teacher, check_teacher_cache
 from distil.checkpoint import load_weights
-from distil.config import DataConfig, FollowerConfig, LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, format_errors
+from distil.config import (CrossModalConfig, DataConfig, FollowerConfig, LossConfig, ModelConfig, PeerConfig, Recipe,
+                           TeacherConfig, format_errors)
 from distil.data import DATASETS, DataBundle
 from distil.data.base import check_label_range, train_subset
+from distil.data.cross_modal import CrossModal, image_view
 from distil.data.inversion import batch_norms
 from distil.data.mix import BatchMix
 from distil.data.transfer import unlabelled
@@ -93,7 +95,17 @@ def build_data(recipe: Recipe, field: str = "data.params") -> DataBundle:
     if bundle.task != recipe.task:
         raise ConfigError(f"task: data set {recipe.data.name!r} is for {bundle.task}, recipe says {recipe.task}")
     check_labels(bundle)
-    return bundle
+    return cross_modal_bundle(bundle, recipe.cross_modal) if recipe.cross_modal is not None else bundle
+
+
+def cross_modal_bundle(bundle: DataBundle, cfg: CrossModalConfig) -> DataBundle:
+    """The student's side of a cross-modal run: every split paired with its view, the view's
+    input shape, and the plain bundle kept for the teachers."""
+    view, shape = image_view(tuple(bundle.input_shape), cfg.size, cfg.grey, cfg.edges)
+    pair = lambda split: CrossModal(split, view) if split is not None else None  # noqa: E731
+    seen = {k: v for k, v in cfg.model_dump().items() if v}
+    return replace(bundle, train=pair(bundle.train), val=pair(bundle.val), test=pair(bundle.test), input_shape=shape,
+                   preprocessing={**bundle.preprocessing, "student_view": seen or "as the teacher"}, teacher_data=bundle)
 
 
 def build_transfer(recipe: Recipe, bundle: DataBundle) -> Dataset | None:
@@ -175,19 +187,22 @@ def _check_size(factory: Callable, options: dict[str, Any], field: str) -> None:
                           f"({4 * MAX_PARAMETERS / 1e9:.0f} GB of float32); check its sizes")
 
 
-def probe_inputs(bundle: DataBundle) -> Any:
+def probe_inputs(bundle: DataBundle, side: str = "inputs") -> Any:
     """One sample's inputs to probe models with: the training split's first, or the validation
-    split's in a data-free run (whose training split is withheld)."""
+    split's in a data-free run (whose training split is withheld). `side="teacher_inputs"`: what
+    teachers read, in a cross-modal run (else the same inputs)."""
     split = bundle.train if bundle.train is not None else bundle.val if bundle.val is not None else bundle.test
-    return split_batch(split[0])["inputs"]
+    parts = split_batch(split[0])
+    return parts.get(side, parts["inputs"])
 
 
 def check_outputs(models: dict[str, nn.Module], bundle: DataBundle) -> None:
-    """One probe forward: every model must read the data's inputs and produce `num_outputs` values per sample."""
-    x = probe_inputs(bundle)
-    if not isinstance(x, torch.Tensor):
-        return  # dict inputs (text) are checked by the losses
+    """One probe forward: every model must read the data's inputs and produce `num_outputs` values
+    per sample; teachers (`teacher`, `teacher[i]`) read the teacher's side of cross-modal pairs."""
     for name, model in models.items():
+        x = probe_inputs(bundle, "teacher_inputs" if name.startswith("teacher") else "inputs")
+        if not isinstance(x, torch.Tensor):
+            return  # dict inputs (text) are checked by the losses
         out = _probe(model, x, name)
         if out.shape[-1] != bundle.num_outputs:
             raise ConfigError(
@@ -247,7 +262,8 @@ def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module
         on_policy = OnPolicy(**recipe.on_policy.model_dump(), pad_token_id=0 if pad is None else pad)
     return Distiller(student, teacher, build_losses(recipe.losses), model_inputs=recipe.model_inputs,
                      on_policy=on_policy, models=models, update_order=recipe.update_order,
-                     transforms=[build_mix(recipe, bundle)] if recipe.mix is not None else [])
+                     transforms=[build_mix(recipe, bundle)] if recipe.mix is not None else [],
+                     cross_modal=recipe.cross_modal is not None)
 
 
 def build_mix(recipe: Recipe, bundle: DataBundle) -> BatchMix:
@@ -308,6 +324,7 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
     models = {"student": build_model(recipe.student, bundle, "student")}
     check_model_names(recipe)
     terms = build_losses(recipe.losses)
+    check_cross_modal(recipe, terms)
     for i, term in enumerate(terms.values()):
         reads_teacher = TEACHER_INPUTS & set(loss_inputs(term.loss)) and "teacher" in term.teachers
         if not recipe.teachers and reads_teacher and recipe.federated is None:  # federated: the clients teach
@@ -339,6 +356,26 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
     check_taps(recipe.losses, terms, models)
 
 
+def check_cross_modal(recipe: Recipe, terms: dict[str, Term]) -> None:
+    """Cross-modal runs pair one teacher's inputs with the student's view; what would feed one side
+    only (a cache of the teacher's views, mixed images, transfer rows) is refused."""
+    if recipe.cross_modal is None:
+        return
+    sections = {"transfer": recipe.transfer, "mix": recipe.mix, "models": recipe.models, "chain": recipe.chain,
+                "federated": recipe.federated, "data_free": recipe.data_free,
+                "teacher.cache": any(t.cache is not None for t in recipe.teachers)}
+    others = [name for name, used in sections.items() if used]
+    if others:
+        raise ConfigError(f"cross_modal: {', '.join(others)} cannot be combined with it yet (each would give the teacher "
+                          "and the student different examples or miss one side)")
+    if not recipe.teachers:
+        raise ConfigError("cross_modal: needs a teacher, which reads the data as it is")
+    for i, term in enumerate(terms.values()):
+        if {"inputs", "teacher"} & set(loss_inputs(term.loss)):
+            raise ConfigError(f"losses[{i}]: {recipe.losses[i].name} runs the models on the inputs themselves, which "
+                              "differ between teacher and student in a cross-modal run; use a loss on outputs or features")
+
+
 def check_data_free(recipe: Recipe, bundle: DataBundle) -> None:
     """A data-free run reads no training input: its one teacher comes trained, and nothing else
     trains on the training split (checked before anything could read it)."""
@@ -348,11 +385,12 @@ def check_data_free(recipe: Recipe, bundle: DataBundle) -> None:
     if len(recipe.teachers) != 1 or not (recipe.teachers[0].checkpoint or recipe.teachers[0].pretrained):
         raise ConfigError("data_free: needs one teacher that comes trained (teacher.checkpoint or teacher.pretrained); "
                           "training it here would read the training data")
-    others = [name for name, used in (("baseline", recipe.baseline), ("transfer", recipe.transfer), ("models", recipe.models),
-                                      ("chain", recipe.chain), ("federated", recipe.federated),
-                                      ("teacher.cache", recipe.teachers[0].cache)) if used]
+    sections = {"baseline": recipe.baseline, "transfer": recipe.transfer, "models": recipe.models, "chain": recipe.chain,
+                "federated": recipe.federated, "teacher.cache": recipe.teachers[0].cache}
+    others = [name for name, used in sections.items() if used]
     if others:
-        raise ConfigError(f"data_free: {', '.join(others)} would read the training data; remove {'it' if len(others) == 1 else 'them'}")
+        pronoun = "it" if len(others) == 1 else "them"
+        raise ConfigError(f"data_free: {', '.join(others)} would read the training data; remove {pronoun}")
     if len(bundle.input_shape) != 3:
         raise ConfigError(f"data_free: DeepInversion synthesises images (C, H, W); data set {recipe.data.name!r} gives "
                           f"inputs of shape {tuple(bundle.input_shape)} (for MNIST and digits, data.params.layout: image)")
@@ -391,7 +429,7 @@ def check_teacher(recipe: Recipe, cfg: TeacherConfig, bundle: DataBundle, field:
             raise ConfigError(f"{field}.pretrained: {e}") from None
     if not cfg.checkpoint and not cfg.epochs:
         raise ConfigError(f"{field}: set checkpoint (trained weights), pretrained, or epochs (train it first)")
-    model = build_model(cfg, bundle, field)
+    model = build_model(cfg, bundle.for_teacher, field)
     if not cfg.checkpoint and cfg.data_params:
         own = teacher_data(recipe, cfg, bundle, field)
         check_outputs({field: model}, own)

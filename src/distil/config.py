@@ -244,6 +244,15 @@ class FederatedConfig(_Strict):
         "average: FedAvg alone (McMahan et al. 2017), the comparison FedDF is measured against")
 
 
+class CrossModalConfig(_Strict):
+    """Cross-modal distillation: the teacher reads the data as it is, the student a view of it
+    that a deployment can afford (smaller, greyscale, edge maps), for the same examples."""
+
+    size: tuple[PositiveInt, PositiveInt] | None = Field(None, description="the student's image height and width (area-downsampled)")
+    grey: bool = Field(False, description="the student sees greyscale (the mean of the channels)")
+    edges: bool = Field(False, description="the student sees Sobel edge magnitudes of the greyscale image")
+
+
 class DataFreeConfig(_Strict):
     """Data-free distillation (DeepInversion, Yin et al., CVPR 2020): the student never reads a real
     training input. `samples` images are synthesised from the trained teacher (its batch-norm
@@ -317,6 +326,8 @@ class Recipe(TrainConfig):
                                             "extra (e.g. unlabelled) samples mixed into each batch, or instead of it")
     federated: FederatedConfig | None = Field(None, description="FedDF: clients on non-IID shards, fused each "
                                               "round by distilling their ensemble into the student")
+    cross_modal: CrossModalConfig | None = Field(None, description="the student reads a view of the teacher's "
+                                                 "inputs (smaller, greyscale, edges); the teacher reads them as they are")
     data_free: DataFreeConfig | None = Field(None, description="distil without reading a training input: "
                                              "images synthesised from the teacher (DeepInversion)")
     mix: MixConfig | None = Field(None, description="mixup or cutmix of the distillation batches, the teacher "

@@ -122,6 +122,9 @@ class Distiller(nn.Module):
             the previous one's update, as in Zhang et al.'s DML algorithm). See `phases`.
         transforms: batch transforms, `(student, batch) -> batch`, applied in training steps before
             any model runs (so every model reads the same transformed batch); `on_policy` is one.
+        cross_modal: every batch must carry `teacher_inputs` beside `inputs` (see
+            `distil.data.cross_modal`). Whenever a batch has them, frozen teachers read
+            `teacher_inputs` and the trained models and followers read `inputs`.
     The parts are the weighted, detached contributions, so they add up to the loss.
     """
 
@@ -137,6 +140,7 @@ class Distiller(nn.Module):
         models: Mapping[str, Any] | None = None,
         update_order: str = "together",
         transforms: Sequence[Callable[[nn.Module, Any], Any]] = (),
+        cross_modal: bool = False,
     ):
         super().__init__()
         if not losses:
@@ -148,6 +152,7 @@ class Distiller(nn.Module):
         # it, so the teacher scores what the student learns from: mixup / cutmix
         # (`distil.data.mix.BatchMix`), the student's own continuations (`OnPolicy`).
         self.transforms = [*transforms, *([on_policy] if on_policy is not None else [])]
+        self.cross_modal = cross_modal
         self.student = student
         self.teachers, self.peers, self.followers = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
         if teacher is not None:
@@ -296,13 +301,13 @@ class Distiller(nn.Module):
         pending = [t for t in self.terms.values() if hasattr(t.loss, "setup")]
         if not pending:
             return
-        inputs = split_batch(batch)["inputs"]
+        parts = split_batch(batch)
         was_training = self.training
         self.eval()  # a probe must not move BatchNorm statistics
         feats, outputs = {}, {}
         try:
             for name, taps in self._taps.items():
-                outputs[name] = as_logits(call_model(self.model(name), inputs))
+                outputs[name] = as_logits(call_model(self.model(name), self._side(name, parts)))
                 feats[name] = taps.pop()
         finally:
             self.train(was_training)
@@ -326,15 +331,17 @@ class Distiller(nn.Module):
         `transformed`: the batch has been through `transform` already (once for all phases of a step)."""
         if not transformed:
             batch = self.transform(batch)
-        parts = split_batch(batch)
+        parts = self._check_sides(split_batch(batch))
         inputs = parts["inputs"]
         if self.model_inputs:
             if not isinstance(inputs, Mapping):
                 raise ConfigError("model_inputs: needs batches of keyword inputs (dicts, Hugging Face style), "
                                   f"got {type(inputs).__name__} inputs")
-            inputs = {**inputs, **self.model_inputs}
+            inputs = parts["inputs"] = {**inputs, **self.model_inputs}
+            if isinstance(parts.get("teacher_inputs"), Mapping):
+                parts["teacher_inputs"] = {**parts["teacher_inputs"], **self.model_inputs}
         terms = {n: self.terms[n] for n in (self.phases[phase] if phase is not None else self.terms)}
-        logits, feats = self._outputs(inputs, terms, parts.get("teacher_logits"))
+        logits, feats = self._outputs(parts, terms)
         available = {
             "labels": parts.get("labels"), "sample_weight": parts.get("sample_weight"), "inputs": inputs,
             "indices": parts.get("indices"), "epoch": self.epoch, "progress": self.progress,
@@ -360,7 +367,23 @@ class Distiller(nn.Module):
             out["teacher_output"] = teacher_logits.detach()  # not packed cache formats
         return out
 
-    def _outputs(self, inputs: Any, terms: dict[str, Term], cached: Tensor | None):
+    def _check_sides(self, parts: dict[str, Any]) -> dict[str, Any]:
+        """A cross-modal batch needs both sides: the student's inputs and the teacher's."""
+        if "teacher_inputs" in parts and isinstance(parts["inputs"], Mapping) and not parts["inputs"]:
+            raise ConfigError("cross-modal batch: it has teacher_inputs but no student inputs; give both "
+                              "('inputs' and 'teacher_inputs')")
+        if self.cross_modal and parts.get("teacher_inputs") is None:
+            raise ConfigError("cross-modal batch: it has no teacher_inputs, which the teacher reads; give both "
+                              "('inputs' and 'teacher_inputs', e.g. with distil.data.cross_modal.CrossModal)")
+        return parts
+
+    def _side(self, name: str, parts: dict[str, Any]) -> Any:
+        """What model `name` reads: frozen teachers the teacher's inputs when the batch has them."""
+        if name in self.teachers and parts.get("teacher_inputs") is not None:
+            return parts["teacher_inputs"]
+        return parts["inputs"]
+
+    def _outputs(self, parts: dict[str, Any], terms: dict[str, Term]):
         """Logits (and tapped features) of every model the terms read, each computed once.
 
         Frozen models first: their no-grad forwards then run before the trained models' saved
@@ -368,6 +391,7 @@ class Distiller(nn.Module):
         serve as targets in this phase run without autograd. Precomputed `teacher_logits` in the
         batch stand for the teacher unless a term taps the teacher's layers.
         """
+        inputs, cached = parts["inputs"], parts.get("teacher_logits")
         learners = {t.student for t in terms.values()}
         targets = {n for t in terms.values() if TEACHER_INPUTS & set(t.needs) for n in t.teachers} | {STUDENT}
         logits: dict[str, Tensor] = {}
@@ -382,7 +406,7 @@ class Distiller(nn.Module):
                 with torch.no_grad():
                     logits[name] = as_logits(call_model(self.model(name), inputs))
             else:  # frozen wrappers and followers run without autograd themselves
-                logits[name] = self.model(name)(inputs)
+                logits[name] = self.model(name)(self._side(name, parts))
             feats[name] = self._pop(name)
         for name in [n for n in self.trained_names if n in learners]:
             logits[name] = as_logits(call_model(self.model(name), inputs))

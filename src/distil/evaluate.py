@@ -23,13 +23,15 @@ from distil.teacher import as_logits, call_model
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches: Iterable[Any], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor | None]:
-    """Run a model over batches in eval mode; return (outputs, labels) concatenated on the CPU."""
+def predict(model: nn.Module, batches: Iterable[Any], device: torch.device | str = "cpu",
+            side: str = "inputs") -> tuple[Tensor, Tensor | None]:
+    """Run a model over batches in eval mode; return (outputs, labels) concatenated on the CPU.
+    `side="teacher_inputs"`: a teacher reads its own side of cross-modal batches (else `inputs`)."""
     outs, labels = [], []
     with eval_mode(model):
         for batch in batches:
             parts = to_device(split_batch(batch), device)
-            outs.append(as_logits(call_model(model, parts["inputs"])).float().cpu())
+            outs.append(as_logits(call_model(model, parts.get(side, parts["inputs"]))).float().cpu())
             if parts.get("labels") is not None:
                 labels.append(parts["labels"].cpu())
     return torch.cat(outs), (torch.cat(labels) if labels else None)
@@ -152,7 +154,7 @@ def evaluate_model(
         return language_model_metrics(model, batches, device, teacher), None
     outputs, labels = predict(model, batches, device)
     if teacher is not None and teacher_outputs is None:
-        teacher_outputs, _ = predict(teacher, batches, device)
+        teacher_outputs, _ = predict(teacher, batches, device, side="teacher_inputs")
     return task_metrics(task, outputs, labels, teacher_outputs), teacher_outputs
 
 

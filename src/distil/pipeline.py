@@ -116,7 +116,7 @@ def train_teacher(recipe: Recipe, cfg: ModelConfig, bundle: DataBundle, out: Pat
         stage = stage.model_copy(update={"early_stopping_patience": None})
     if getattr(cfg, "data_params", None):
         data = recipe.data.model_copy(update={"params": recipe.data.params | cfg.data_params})
-        bundle = build_data(stage.model_copy(update={"data": data}))
+        bundle = build_data(stage.model_copy(update={"data": data})).for_teacher
     phase(f"{name}: training {_model_name(cfg)} on labels for {stage.epochs} epochs into {out}", _shown(progress))
     trainer = make_trainer(stage, Distiller(model, None, build_losses(_hard_loss(recipe))), bundle, progress, name)
     return _finish(trainer, trainer.fit(resume=resume), model, out)
@@ -181,7 +181,7 @@ def trained_teacher(cfg: TeacherConfig, bundle: DataBundle, field: str = "teache
 
 
 def load_teachers(recipe: Recipe, bundle: DataBundle, out: Path, resume: bool, progress: bool) -> list[nn.Module]:
-    teachers = []
+    teachers, bundle = [], bundle.for_teacher  # cross-modal: teachers read the data as it is
     for i, cfg in enumerate(recipe.teachers):
         field = "teacher" if not isinstance(recipe.teacher, list) else f"teacher[{i}]"
         if cfg.pretrained or cfg.checkpoint:
@@ -196,7 +196,7 @@ def load_teachers(recipe: Recipe, bundle: DataBundle, out: Path, resume: bool, p
 
 def load_frozen_models(recipe: Recipe, bundle: DataBundle, out: Path, resume: bool, progress: bool) -> dict[str, nn.Module]:
     """The frozen teachers among `models:`, loaded or trained first (into `<out>/models/<name>`)."""
-    frozen = {}
+    frozen, bundle = {}, bundle.for_teacher
     for name, cfg in recipe.models.items():
         if isinstance(cfg, PeerConfig) and not cfg.trainable:
             field = f"models.{name}"
@@ -319,7 +319,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, pr
     phase("evaluating every model on the test split: accuracy, fidelity to the teacher, size, latency", progress)
     trained = {**({"baseline": baseline} if baseline is not None else {}), **dict(stages),
                "distilled": distiller.student, **distiller.companions()}
-    metrics = {"teacher": evaluate_split(teacher, bundle, recipe.task, teacher)} if teacher is not None else {}
+    metrics = {"teacher": evaluate_split(teacher, bundle.for_teacher, recipe.task, teacher)} if teacher is not None else {}
     metrics |= {name: evaluate_split(model, bundle, recipe.task, teacher) for name, model in trained.items()}
     together = _ensemble_members(recipe, distiller, stages)
     if len(together) > 1 and recipe.task == "classification":

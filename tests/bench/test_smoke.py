@@ -226,3 +226,11 @@ def test_data_free(tmp_path, shared_dir):
     rows = {r["model"]: r for r in data["rows"]}
     assert set(rows) == {"teacher (real data)", "deep_inversion", "no_bn_statistics"}
     assert all(r["synthesis_s"] > 0 for name, r in rows.items() if name != "teacher (real data)")
+
+
+def test_cross_modal(tmp_path, shared_dir):
+    data = load("cross_modal").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"), "--seeds", "0",
+                                     "--set", f"data.params.root={shared_dir / 'data' / 'mnist'}",
+                                     "--set", "data.params.max_train=300", "--set", "teacher.data_params.max_train=300"])
+    assert_all_ran(data)
+    assert {r["model"] for r in data["rows"]} == {"teacher", "baseline", "distilled"}

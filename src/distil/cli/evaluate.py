@@ -96,7 +96,8 @@ def evaluate_checkpoint(checkpoint: Path, data: str | None, overrides: list[str]
         if not (cfg.checkpoint or cfg.pretrained) and trained.is_file():
             cfg = cfg.model_copy(update={"checkpoint": str(trained)})
         if cfg.checkpoint or cfg.pretrained:
-            teacher = trained_teacher(cfg, bundle)
-    metrics = {"teacher": evaluate_split(teacher, bundle, recipe.task, teacher, split=split)} if teacher is not None else {}
+            teacher = trained_teacher(cfg, bundle.for_teacher)
+    metrics = {"teacher": evaluate_split(teacher, bundle.for_teacher, recipe.task, teacher, split=split)} \
+        if teacher is not None else {}
     metrics["student"] = evaluate_split(student, bundle, recipe.task, teacher, split=split)
     return metrics

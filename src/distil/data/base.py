@@ -25,6 +25,8 @@ class DataBundle:
     modelling. `model_kwargs` are passed to model factories whose signature takes them.
     `preprocessing` says how raw inputs became the tensors the models see (scaling, mean/std,
     tokenizer), so a deployed student can be fed the same (`distil export` records it).
+    In a cross-modal run the splits carry both sides (`distil.data.cross_modal`) and
+    `teacher_data` is the plain data the teachers read.
     """
 
     train: Dataset
@@ -35,6 +37,12 @@ class DataBundle:
     task: Literal["classification", "regression", "language_modeling"] = "classification"
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. vocab_size, for factories that take it
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    teacher_data: DataBundle | None = None  # the data as teachers read it, when not as the student does (cross-modal)
+
+    @property
+    def for_teacher(self) -> DataBundle:
+        """The bundle teachers are built, trained and evaluated on."""
+        return self.teacher_data if self.teacher_data is not None else self
 
 
 def check_label_range(labels: Tensor, num_classes: int, where: str = "") -> None:

@@ -61,6 +61,8 @@ class BatchMix:
 
     def __call__(self, student: nn.Module, batch: Any) -> Any:
         parts = split_batch(batch)
+        if "teacher_inputs" in parts:
+            raise ConfigError("mix: a cross-modal batch has two sides to mix alike; mixup and cutmix mix one")
         x = parts["inputs"]
         if not isinstance(x, Tensor) or not x.is_floating_point():
             raise ConfigError("mix: mixup and cutmix mix images; the batch's inputs are "

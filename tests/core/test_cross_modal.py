@@ -1,0 +1,87 @@
+"""Cross-modal pairs: the teacher reads the data as it is, the student its own view of each example."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from distil.batch import batch_gatherer
+from distil.config import recipe_from_dict
+from distil.data.cross_modal import CrossModal, image_view
+from distil.distiller import Distiller
+from distil.errors import ConfigError
+from distil.losses import LOSSES
+from distil.pipeline import run_recipe
+
+
+def test_views_downsample_by_block_means_turn_grey_and_find_edges():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    small, shape = image_view((1, 4, 4), size=(2, 2))
+    assert shape == (1, 2, 2)
+    assert small(x).flatten().tolist() == [2.5, 4.5, 10.5, 12.5]  # the means of the 2x2 blocks
+    colour = torch.stack([torch.zeros(4, 4), torch.ones(4, 4), 2 * torch.ones(4, 4)])[None]
+    grey, shape = image_view((3, 4, 4), grey=True)
+    assert shape == (1, 4, 4) and torch.equal(grey(colour), torch.ones(1, 1, 4, 4))
+    edges, _ = image_view((1, 4, 4), edges=True)
+    assert edges(torch.ones(1, 1, 4, 4)).abs().max() == 0  # a flat image has no edges
+    step = torch.cat([torch.zeros(1, 1, 4, 2), torch.ones(1, 1, 4, 2)], dim=3)
+    found = edges(step)[0, 0]
+    assert (found[:, 1:3] > 0).all() and (found[:, [0, 3]] == 0).all()  # only beside the step
+
+
+class Recorder(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.seen = inner, []
+
+    def forward(self, x):
+        self.seen.append(x.shape)
+        return self.inner(x)
+
+
+def test_the_teacher_reads_the_teacher_inputs_and_the_student_its_view():
+    data = CrossModal(TensorDataset(torch.rand(8, 1, 4, 4), torch.arange(8) % 3), image_view((1, 4, 4), size=(2, 2))[0])
+    gather, _ = batch_gatherer(data)
+    batch = gather(torch.arange(8))
+    assert batch["inputs"].shape == (8, 1, 2, 2) and batch["teacher_inputs"].shape == (8, 1, 4, 4)
+    torch.testing.assert_close(data[3]["inputs"], batch["inputs"][3])  # the fast path gives what indexing gives
+    student = Recorder(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)))
+    teacher = Recorder(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)))
+    distiller = Distiller(student, teacher, {"kd": LOSSES.get("hinton_kd")(alpha=0.5)}, cross_modal=True)
+    distiller(batch)
+    assert student.seen == [(8, 1, 2, 2)] and teacher.seen == [(8, 1, 4, 4)]
+
+
+def test_a_cross_modal_batch_missing_a_side_is_one_line():
+    distiller = Distiller(nn.Linear(4, 3), nn.Linear(16, 3), {"kd": LOSSES.get("hinton_kd")()}, cross_modal=True)
+    with pytest.raises(ConfigError, match="^cross-modal batch: it has no teacher_inputs"):
+        distiller([torch.rand(2, 4), torch.tensor([0, 1])])
+    with pytest.raises(ConfigError, match="^cross-modal batch: it has teacher_inputs but no student inputs"):
+        distiller({"teacher_inputs": torch.rand(2, 16), "labels": torch.tensor([0, 1])})
+
+
+BASE = {"data": {"name": "digits", "params": {"layout": "image", "max_train": 128}, "batch_size": 32},
+        "teacher": {"model": "small_cnn", "params": {"channels": [8, 16]}, "epochs": 1},
+        "student": {"model": "mlp", "params": {"hidden": [16]}},
+        "cross_modal": {"size": [4, 4]},
+        "losses": [{"name": "hinton_kd", "alpha": 0.5}], "epochs": 1}
+
+
+def test_a_cross_modal_recipe_trains_the_teacher_on_its_inputs_and_the_student_on_its_view(tmp_path):
+    result = run_recipe(recipe_from_dict(BASE | {"baseline": True, "output_dir": str(tmp_path / "run")}), progress=False)
+    assert set(result.metrics) == {"teacher", "baseline", "distilled"}
+    assert result.student(torch.rand(2, 1, 4, 4)).shape == (2, 10)  # the student takes 4x4 images
+    with pytest.raises(RuntimeError):
+        result.student(torch.rand(2, 1, 8, 8))
+    assert 0 <= result.metrics["distilled"]["agreement"] <= 1  # fidelity: the teacher read its own 8x8 side
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"data": {"name": "digits"}}, r"^cross_modal: the views are made from images \(C, H, W\)"),
+    ({"cross_modal": {"size": [16, 16]}}, r"^cross_modal.size: the student's view can only be smaller"),
+    ({"mix": {"kind": "mixup"}}, r"^cross_modal: mix cannot be combined with it yet"),
+    ({"losses": [{"name": "jacobian"}]}, r"^losses\[0\]: jacobian runs the models on the inputs themselves"),
+])
+def test_bad_cross_modal_recipes_are_one_line(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        run_recipe(recipe_from_dict(BASE | change | {"output_dir": str(tmp_path / "run")}), progress=False)
