@@ -71,17 +71,28 @@ def run(path: Path, seed: int, out: Path, trained: dict[str, str], epochs: int |
     return result.metrics, time.perf_counter() - start
 
 
-def summarise(res: Results, name: str, per_seed: list[dict], walls: list[float], reference: str) -> None:
+def task_references(raw: dict) -> dict[str, str]:
+    """In a multi-task recipe, each model of a further task (and its baseline) is measured against
+    that task's own baseline, `baseline_<the task's trained model>`."""
+    models = raw.get("models", {})
+    trained = {cfg["task"]: name for name, cfg in models.items() if cfg.get("task") and cfg.get("trainable")}
+    refs = {name: f"baseline_{trained[cfg['task']]}" for name, cfg in models.items() if cfg.get("task") in trained}
+    return refs | {ref: ref for ref in refs.values()}
+
+
+def summarise(res: Results, name: str, per_seed: list[dict], walls: list[float], reference: str,
+              references: dict[str, str] | None = None) -> None:
     models = [m for m in per_seed[0] if all(m in s for s in per_seed)]
     for model in models:
+        ref = (references or {}).get(model, reference)
         acc = [100 * s[model]["accuracy"] for s in per_seed]
-        gains = [100 * (s[model]["accuracy"] - s[reference]["accuracy"]) for s in per_seed]
+        gains = [100 * (s[model]["accuracy"] - s[ref]["accuracy"]) for s in per_seed]
         agreement = [s[model].get("agreement") for s in per_seed]
         res.add({
             "recipe": name, "model": model, "accuracy": round(statistics.mean(acc), 2),
             "std": round(statistics.stdev(acc), 2) if len(acc) > 1 else None,
-            "gain": round(statistics.mean(gains), 2) if model != reference else None,
-            "gains": " ".join(f"{g:+.1f}" for g in gains) if model != reference else "",
+            "gain": round(statistics.mean(gains), 2) if model != ref else None,
+            "gains": " ".join(f"{g:+.1f}" for g in gains) if model != ref else "",
             "agreement": round(100 * statistics.mean(agreement), 2) if None not in agreement else None,
             "params": per_seed[0][model]["params"], "wall_s": round(statistics.mean(walls), 1),
             "seeds": len(per_seed), "status": "ok",
@@ -106,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
             metrics, wall = run(path, seed, args.runs / path.stem / f"seed{seed}", trained, epochs)
             per_seed.append(metrics)
             walls.append(wall)
-        summarise(res, path.stem, per_seed, walls, _reference(yaml.safe_load(path.read_text())))
+        raw = yaml.safe_load(path.read_text())
+        summarise(res, path.stem, per_seed, walls, _reference(raw), task_references(raw))
         res.save()
     res.note("gain: accuracy minus the recipe's own reference (baseline, or the teacher for born-again) in the "
              "same seed, in points; gains lists them per seed. Frozen teachers are trained once (seed 0) and shared.")

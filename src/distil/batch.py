@@ -1,9 +1,10 @@
 """Batches in every shape the library accepts, and moving them around.
 
 A batch is `(inputs, labels[, sample_weight])`, bare inputs, or a dict of model keyword inputs
-(Hugging Face style) plus the reserved keys `labels`, `sample_weight`, `indices` and
-`teacher_logits` (precomputed teacher outputs from a cache) and `teacher_inputs` (what frozen
-teachers read instead of `inputs`, in cross-modal runs).
+(Hugging Face style) plus the reserved keys `labels`, `sample_weight`, `indices`,
+`teacher_logits` (precomputed teacher outputs from a cache), `teacher_inputs` (what frozen
+teachers read instead of `inputs`, in cross-modal runs) and `tasks` (a batch of each further
+task, by name, in multi-task runs: `distil.data.tasks`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch.utils.data import TensorDataset
 
-RESERVED_KEYS = ("labels", "sample_weight", "indices", "teacher_logits", "teacher_inputs")
+RESERVED_KEYS = ("labels", "sample_weight", "indices", "teacher_logits", "teacher_inputs", "tasks")
 
 
 def split_batch(batch: Any) -> dict[str, Any]:

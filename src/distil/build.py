@@ -34,7 +34,7 @@ from distil.losses import LOSSES
 from distil.models import MODELS
 from distil.registry import Registry
 from distil.taps import resolve
-from distil.roles import Follower, Peer
+from distil.roles import Follower, Peer, share_layers
 from distil.teacher import TeacherEnsemble, as_logits
 
 
@@ -96,6 +96,21 @@ def build_data(recipe: Recipe, field: str = "data.params") -> DataBundle:
         raise ConfigError(f"task: data set {recipe.data.name!r} is for {bundle.task}, recipe says {recipe.task}")
     check_labels(bundle)
     return cross_modal_bundle(bundle, recipe.cross_modal) if recipe.cross_modal is not None else bundle
+
+
+def build_tasks(recipe: Recipe, bundle: DataBundle) -> DataBundle:
+    """`bundle` with the data of each further task of the recipe (`tasks:`), built as the run's own."""
+    if not recipe.tasks:
+        return bundle
+    return replace(bundle, tasks={name: build_data(task_recipe(recipe, name), f"tasks.{name}.params")
+                                  for name in recipe.tasks})
+
+
+def task_recipe(recipe: Recipe, task: str | None) -> Recipe:
+    """The recipe as a model of `task` sees it: that task's data in place of the run's."""
+    if task is None:
+        return recipe
+    return recipe.model_copy(update={"data": recipe.tasks[task], "tasks": {}})
 
 
 def cross_modal_bundle(bundle: DataBundle, cfg: CrossModalConfig) -> DataBundle:
@@ -234,16 +249,23 @@ def build_losses(configs: list[LossConfig]) -> dict[str, Term]:
     return terms
 
 
-def build_companion(cfg: PeerConfig | FollowerConfig, bundle: DataBundle, name: str) -> Peer | Follower | None:
-    """A `models:` entry as the Distiller takes it: a Peer (built fresh) or a Follower; None for a
-    frozen teacher, which the pipeline loads or trains like the recipe's teacher."""
+def build_companion(cfg: PeerConfig | FollowerConfig, bundle: DataBundle, name: str,
+                    student: nn.Module | None = None) -> Peer | Follower | None:
+    """A `models:` entry as the Distiller takes it: a Peer (built fresh, with any layers it
+    shares taken from `student`) or a Follower; None for a frozen teacher, which the pipeline
+    loads or trains like the recipe's teacher."""
     if isinstance(cfg, FollowerConfig):
         return Follower(of=cfg.follows, decay=cfg.decay, every_steps=cfg.every_steps)
     if cfg.trainable:
         if cfg.checkpoint or cfg.pretrained or cfg.epochs or cfg.cache is not None:
             raise ConfigError(f"models.{name}: a peer (trainable: true) trains with the student from its own start; "
                               "checkpoint, pretrained, epochs and cache are for frozen teachers")
-        return Peer(build_model(cfg, bundle, f"models.{name}"))
+        peer = build_model(cfg, bundle.of_task(cfg.task), f"models.{name}")
+        if cfg.shares:
+            share_layers(student, peer, cfg.shares, f"models.{name}.shares")
+        return Peer(peer)
+    if cfg.shares:
+        raise ConfigError(f"models.{name}.shares: only a peer (trainable: true) can share the student's layers")
     return None
 
 
@@ -253,7 +275,8 @@ def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module
     peers and followers built here, after the student (so its initial weights depend on the seed
     alone, as in a run without them), frozen ones given by name (loaded by the pipeline)."""
     student = build_model(recipe.student, bundle, "student")
-    models = {name: build_companion(cfg, bundle, name) or (frozen or {})[name] for name, cfg in recipe.models.items()}
+    models = {name: build_companion(cfg, bundle, name, student) or (frozen or {})[name]
+              for name, cfg in recipe.models.items()}
     check_outputs({"student": student, **{f"teacher{'' if len(teachers) == 1 else f'[{i}]'}": t for i, t in enumerate(teachers)}}, bundle)
     teacher = combine_teachers(recipe, teachers)
     on_policy = None
@@ -263,7 +286,12 @@ def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module
     return Distiller(student, teacher, build_losses(recipe.losses), model_inputs=recipe.model_inputs,
                      on_policy=on_policy, models=models, update_order=recipe.update_order,
                      transforms=[build_mix(recipe, bundle)] if recipe.mix is not None else [],
-                     cross_modal=recipe.cross_modal is not None)
+                     cross_modal=recipe.cross_modal is not None, tasks=model_tasks(recipe))
+
+
+def model_tasks(recipe: Recipe) -> dict[str, str]:
+    """Model name -> the task it reads, for the models of `models:` that read one."""
+    return {name: cfg.task for name, cfg in recipe.models.items() if getattr(cfg, "task", None)}
 
 
 def build_mix(recipe: Recipe, bundle: DataBundle) -> BatchMix:
@@ -308,6 +336,7 @@ def check_model_names(recipe: Recipe) -> None:
                                   f"{', '.join(known)}")
             if teacher == cfg.student:
                 raise ConfigError(f"losses[{i}].teacher: {teacher!r} cannot teach itself")
+
     if recipe.federated is not None and (recipe.teachers or recipe.models or recipe.chain or recipe.transfer):
         raise ConfigError("federated: the clients are the teachers and the public data comes from the training split; "
                           "remove teacher, models, chain and transfer")
@@ -316,24 +345,111 @@ def check_model_names(recipe: Recipe) -> None:
                           "give a teacher, and no models")
 
 
+ESTIMATOR_REFUSES = ("models", "chain", "federated", "data_free", "mix", "on_policy", "cross_modal")
+
+
+def check_estimator_recipe(recipe: Recipe, bundle: DataBundle) -> None:
+    """An estimator student is fitted once to its teacher's outputs: the training-loop sections do
+    not apply, and the estimator must suit the fit (a classifier, or a regressor for logits)."""
+    given = [name for name in ESTIMATOR_REFUSES if getattr(recipe, name)]
+    if given:
+        raise ConfigError(f"student.estimator: an estimator student is fitted to the teacher's outputs in one go; "
+                          f"remove {', '.join(given)} (they shape the training loop of network students)")
+    if recipe.task != "classification":
+        raise ConfigError(f"student.estimator: needs task classification, got {recipe.task}")
+    if not recipe.teachers:
+        raise ConfigError("student.estimator: fits a teacher's outputs; add a `teacher:` section")
+    regressor = recipe.student.estimator.endswith("_regressor") or recipe.student.estimator == "ridge"
+    if regressor != (recipe.student.method == "logits"):
+        raise ConfigError(f"student.method: {recipe.student.method} needs a "
+                          f"{'regressor' if recipe.student.method == 'logits' else 'classifier'}, and "
+                          f"{recipe.student.estimator} is a {'regressor' if regressor else 'classifier'}")
+    if recipe.student.copies and len(bundle.input_shape) != 3:
+        raise ConfigError(f"student.copies: shifted copies are for images (C, H, W); {recipe.data.name!r} gives inputs "
+                          f"of shape {tuple(bundle.input_shape)}" + (" (use data.params.layout: image)"
+                                                                    if recipe.data.name == "digits" else ""))
+    if any(t.cache is not None for t in recipe.teachers):
+        raise ConfigError("teacher.cache: an estimator student's teacher labels the fit set once; remove cache")
+    from distil.estimators import make_estimator
+
+    make_estimator(recipe.student.estimator, recipe.student.params)  # unknown params: one line now
+    models = {f"teacher{'' if len(recipe.teachers) == 1 else f'[{i}]'}": check_teacher(recipe, t, bundle, "teacher")
+              for i, t in enumerate(recipe.teachers)}
+    check_outputs(models, bundle)
+    transfer = build_transfer(recipe, bundle)
+    if transfer is not None:
+        check_outputs(models, replace(bundle, train=transfer))
+
+
+def check_term_tasks(recipe: Recipe, terms: dict[str, Term]) -> None:
+    """A term that reads a teacher pairs two models of one data set (the run's, or one task's)."""
+    def reads(model: str) -> str:
+        return f"task {_task(recipe, model)!r}" if _task(recipe, model) else "the run's own data"
+
+    for i, (cfg, term) in enumerate(zip(recipe.losses, terms.values())):
+        for teacher in term.teachers if TEACHER_INPUTS & set(loss_inputs(term.loss)) else []:
+            if _task(recipe, teacher) != _task(recipe, cfg.student):
+                raise ConfigError(f"losses[{i}]: student {cfg.student!r} reads {reads(cfg.student)} but teacher "
+                                  f"{teacher!r} reads {reads(teacher)}; a term's models must read the same data")
+
+
+def _task(recipe: Recipe, model: str) -> str | None:
+    """The task model `model` of the recipe reads (a follower: its source's)."""
+    cfg = recipe.models.get(model)
+    if isinstance(cfg, FollowerConfig):
+        return _task(recipe, cfg.follows)
+    return getattr(cfg, "task", None)
+
+
+TASKS_REFUSE = ("transfer", "mix", "cross_modal", "chain", "federated", "data_free", "on_policy")
+
+
+def check_tasks(recipe: Recipe) -> None:
+    """Multi-task runs compose with the schemes of the one loop, not with the batch-changing sections."""
+    if not recipe.tasks:
+        return
+    given = [name for name in TASKS_REFUSE if getattr(recipe, name)]
+    if given:
+        raise ConfigError(f"tasks: a multi-task run cannot also use {', '.join(given)}; remove it or the tasks")
+    if any(t.cache is not None for t in recipe.teachers):
+        raise ConfigError("tasks: a multi-task run needs the live teacher; remove teacher.cache")
+    unused = [name for name in recipe.tasks if name not in model_tasks(recipe).values()]
+    if unused:
+        raise ConfigError(f"tasks.{unused[0]}: no model reads it; give a model of models: task: {unused[0]}")
+
+
 def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
     """Build what can be built cheaply (student, losses, every teacher, a teacher's own data) and
     run each model once on a sample, so that every recipe mistake surfaces before a single
     training step, and before the run folder is touched."""
+    if recipe.estimator_student:
+        return check_estimator_recipe(recipe, bundle)
     check_data_free(recipe, bundle)
+    check_tasks(recipe)
+    if set(recipe.tasks) != set(bundle.tasks):  # a bundle of the run's data alone
+        bundle = build_tasks(recipe, bundle)
     models = {"student": build_model(recipe.student, bundle, "student")}
     check_model_names(recipe)
     terms = build_losses(recipe.losses)
+    check_term_tasks(recipe, terms)
     check_cross_modal(recipe, terms)
     for i, term in enumerate(terms.values()):
         reads_teacher = TEACHER_INPUTS & set(loss_inputs(term.loss)) and "teacher" in term.teachers
         if not recipe.teachers and reads_teacher and recipe.federated is None:  # federated: the clients teach
             raise ConfigError(f"losses[{i}]: {recipe.losses[i].name} learns from a teacher; add a `teacher:` section")
+    by_task: dict[str, dict[str, nn.Module]] = {}  # models that read a further task, checked on its data
     for name, cfg in recipe.models.items():
-        if isinstance(cfg, PeerConfig) and not cfg.trainable:
-            models[f"models.{name}"] = check_teacher(recipe, cfg, bundle, f"models.{name}")
-        elif isinstance(cfg, PeerConfig):
-            models[f"models.{name}"] = build_companion(cfg, bundle, name).module
+        if not isinstance(cfg, PeerConfig):
+            continue
+        group = models if cfg.task is None else by_task.setdefault(cfg.task, {})
+        if not cfg.trainable:
+            build_companion(cfg, bundle, name)  # refuses peer-only fields
+            group[f"models.{name}"] = check_teacher(task_recipe(recipe, cfg.task), cfg, bundle.of_task(cfg.task),
+                                                    f"models.{name}")
+        else:
+            group[f"models.{name}"] = build_companion(cfg, bundle, name, models["student"]).module
+    for task, group in by_task.items():
+        check_outputs(group, bundle.of_task(task))
     for i, stage in enumerate(recipe.chain.stages(recipe.student) if recipe.chain else []):
         models[f"chain.assistants[{i}]"] = build_model(stage, bundle, f"chain.assistants[{i}]")
     transfer = build_transfer(recipe, bundle)

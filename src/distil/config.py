@@ -178,6 +178,10 @@ class PeerConfig(TeacherConfig):
     alongside the student by its own loss terms (online distillation)."""
 
     trainable: bool = Field(False, description="train it with the student (a peer) instead of freezing it (a teacher)")
+    shares: list[str] = Field(default_factory=list, description="a peer's layers that are the student's own "
+                              "(a shared trunk, rocket launching); names or globs as in student_layers")
+    task: str | None = Field(None, description="the task (of `tasks:`) whose data it reads and whose classes it "
+                             "predicts; by default the run's own data")
 
 
 class FollowerConfig(_Strict):
@@ -198,7 +202,9 @@ class FollowerConfig(_Strict):
 
 
 def _model_kind(value: Any) -> str:
-    return "Follower" if isinstance(value, dict) and "follows" in value else "Model"  # capitalised: not a field
+    """The branch of a `models:` entry, from its raw mapping or (when serialising) the parsed object."""
+    follower = isinstance(value, FollowerConfig) or (isinstance(value, dict) and "follows" in value)
+    return "Follower" if follower else "Model"  # capitalised: not a field name
 
 
 ExtraModel = Annotated[
@@ -304,13 +310,41 @@ class TransferConfig(_Strict):
         return self
 
 
+class EstimatorConfig(_Strict):
+    """A student that is not a network: a scikit-learn estimator fitted once to the teacher's
+    outputs on the training inputs (and any `transfer:` set), instead of trained by loss terms."""
+
+    estimator: Literal["decision_tree", "random_forest", "gradient_boosting", "logistic_regression",
+                       "decision_tree_regressor", "random_forest_regressor", "ridge"] = Field(
+        description="the scikit-learn estimator (regressors only with method: logits)")
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the estimator")
+    method: Literal["soft_labels", "logits", "hard"] = Field(
+        "soft_labels", description="soft_labels: one weighted row per class (classifiers); logits: regress the "
+        "teacher's centred log-probabilities (regressors); hard: the teacher's argmax")
+    temperature: Positive = Field(1.0, description="softens the teacher's distribution for soft_labels")
+    min_weight: Fraction = Field(1e-3, description="soft_labels: (sample, class) rows lighter than this are dropped")
+    copies: Annotated[int, Field(ge=0, le=64)] = Field(
+        0, description="images: randomly shifted copies (1 pixel at most) of each training image the teacher labels too")
+
+
+def _student_kind(value: Any) -> str:
+    estimator = isinstance(value, EstimatorConfig) or (isinstance(value, dict) and "estimator" in value)
+    return "Estimator" if estimator else "Model"
+
+
+Student = Annotated[
+    Annotated[ModelConfig, Tag("Model")] | Annotated[EstimatorConfig, Tag("Estimator")], Discriminator(_student_kind)
+]
+
+
 class Recipe(TrainConfig):
     """Everything one distillation run needs. `distil run RECIPE --set key=value` overrides fields."""
 
     data: DataConfig
     teacher: TeacherConfig | list[TeacherConfig] | None = None
-    student: ModelConfig
-    losses: list[LossConfig] = Field(min_length=1)
+    student: Student
+    losses: list[LossConfig] = Field(default_factory=list, description="the weighted loss terms (none for an "
+                                     "estimator student, which is fitted instead)")
     on_policy: OnPolicyConfig | None = Field(None, description="train part of the steps on the student's own text (GKD)")
     model_inputs: dict[str, Any] = Field(
         default_factory=dict, description="extra keyword inputs for both models in distillation steps (not in "
@@ -332,15 +366,31 @@ class Recipe(TrainConfig):
                                              "images synthesised from the teacher (DeepInversion)")
     mix: MixConfig | None = Field(None, description="mixup or cutmix of the distillation batches, the teacher "
                                   "scoring the mixed images (needs kornia: pip install distil[augment])")
+    tasks: dict[str, DataConfig] = Field(
+        default_factory=dict, description="further tasks, each a data set of its own (multi-task runs, BAM): models "
+        "with task: <name> read it, a batch of each task beside every batch of the run's data")
     baseline: bool = Field(False, description="also train the student on hard labels alone (same seed and schedule) "
                            "and report it beside the distilled one")
     imports: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]] = Field(
         default_factory=list, description="modules whose code this recipe may run: a model named "
         "package.module:factory needs its module, or a package above it, listed here")
 
+    @model_validator(mode="after")
+    def _losses_for_networks(self) -> "Recipe":
+        if isinstance(self.student, EstimatorConfig) and self.losses:
+            raise ValueError("losses: an estimator student is fitted to the teacher's outputs, not trained by loss "
+                             "terms; remove losses (student.method chooses the fit)")
+        if not isinstance(self.student, EstimatorConfig) and not self.losses:
+            raise ValueError("losses: need at least one loss, e.g. [{name: hinton_kd}]")
+        return self
+
+    @property
+    def estimator_student(self) -> bool:
+        return isinstance(self.student, EstimatorConfig)
+
     def model_fields_named(self) -> list[tuple[str, ModelConfig]]:
         """(recipe field, settings) of every model the recipe builds."""
-        found: list[tuple[str, ModelConfig]] = [("student", self.student)]
+        found: list[tuple[str, ModelConfig]] = [("student", self.student)] if isinstance(self.student, ModelConfig) else []
         found += [("teacher" if not isinstance(self.teacher, list) else f"teacher[{i}]", t) for i, t in enumerate(self.teachers)]
         found += [(f"models.{name}", cfg) for name, cfg in self.models.items() if isinstance(cfg, ModelConfig)]
         found += [(f"chain.assistants[{i}]", cfg) for i, cfg in enumerate(self.chain.assistants if self.chain else [])]
@@ -350,12 +400,21 @@ class Recipe(TrainConfig):
         """The modules the recipe's models come from (`package.module:factory`), in order."""
         return list(dict.fromkeys(cfg.imported_module for _, cfg in self.model_fields_named() if cfg.imported_module))
 
-    @field_validator("models")
+    @model_validator(mode="after")
+    def _known_tasks(self) -> "Recipe":
+        for name, cfg in self.models.items():
+            task = getattr(cfg, "task", None)
+            if task is not None and task not in self.tasks:
+                known = ", ".join(self.tasks) or "none (add a tasks: section)"
+                raise ValueError(f"models.{name}.task: {task!r} is not a task of this recipe; tasks: {known}")
+        return self
+
+    @field_validator("models", "tasks")
     @classmethod
     def _model_names(cls, models: dict[str, Any]) -> dict[str, Any]:
         for name in models:
             if name in ("student", "teacher") or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ValueError(f"{name!r} cannot name a model: use letters, digits and _ ('student' and "
+                raise ValueError(f"{name!r} cannot name a model or task: use letters, digits and _ ('student' and "
                                  "'teacher' are the recipe's own sections)")
         return models
 
@@ -383,6 +442,8 @@ def _describe(err: dict[str, Any], options: Options | None = None) -> str:
         return _unknown_option(str(err["loc"][-1]), sorted(options(err["loc"])) if options else [])
     if kind == "missing" or kind == "missing_argument":
         return "required"
+    if kind == "value_error":  # our own validators' messages say what was wrong and what to do
+        return str(ctx.get("error", err["msg"]))
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected')}, got {got}"
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {got}"

@@ -125,6 +125,9 @@ class Distiller(nn.Module):
         cross_modal: every batch must carry `teacher_inputs` beside `inputs` (see
             `distil.data.cross_modal`). Whenever a batch has them, frozen teachers read
             `teacher_inputs` and the trained models and followers read `inputs`.
+        tasks: model name -> the task whose data it reads (multi-task runs, `distil.data.tasks`):
+            such a model reads `batch["tasks"][task]`, the others the batch itself; a follower
+            reads what the model it follows reads. A term's models must read the same data.
     The parts are the weighted, detached contributions, so they add up to the loss.
     """
 
@@ -141,6 +144,7 @@ class Distiller(nn.Module):
         update_order: str = "together",
         transforms: Sequence[Callable[[nn.Module, Any], Any]] = (),
         cross_modal: bool = False,
+        tasks: Mapping[str, str] | None = None,
     ):
         super().__init__()
         if not losses:
@@ -158,6 +162,7 @@ class Distiller(nn.Module):
         if teacher is not None:
             self.teachers[TEACHER] = _wrap_teacher(teacher, teacher_weights)
         self._add_models(dict(models or {}))
+        self.tasks = self._model_tasks(dict(tasks or {}))
         self.terms: dict[str, Term] = {}
         self.losses = nn.ModuleDict()
         for name, term in losses.items():
@@ -192,6 +197,22 @@ class Distiller(nn.Module):
                                       f"({', '.join(self.trained_names)})")
                 model.bind(self.model(model.of))
                 self.followers[name] = model
+
+    def _model_tasks(self, tasks: dict[str, str]) -> dict[str, str]:
+        unknown = [n for n in tasks if n not in self.model_names]
+        if unknown:
+            raise ConfigError(f"tasks: {', '.join(map(repr, unknown))} is not a model of this run; models: "
+                              f"{', '.join(self.model_names)}")
+        if STUDENT in tasks:
+            raise ConfigError("tasks: the student reads the run's own data; give tasks to the other models")
+        for name, follower in self.followers.items():
+            if follower.of in tasks:
+                tasks.setdefault(name, tasks[follower.of])
+        return tasks
+
+    def task_of(self, name: str) -> str | None:
+        """The task whose data model `name` reads; None for the run's own data."""
+        return self.tasks.get(name)
 
     @property
     def teacher(self) -> nn.Module | None:
@@ -242,6 +263,12 @@ class Distiller(nn.Module):
                 what = "losses need a teacher model, but none was given" if t == TEACHER else \
                     f"losses.{name}: teacher {t!r} is not a model of this run; models: {', '.join(self.model_names)}"
                 raise ConfigError(what)
+        for t in term.teachers if reads_teacher else []:
+            if self.task_of(t) != self.task_of(term.student):
+                def reads(m):
+                    return f"task {self.task_of(m)!r}" if self.task_of(m) else "the run's own data"
+                raise ConfigError(f"losses.{name}: student {term.student!r} reads {reads(term.student)} but teacher "
+                                  f"{t!r} reads {reads(t)}; a term's models must read the same data")
         if term.teacher_layers and len(term.teachers) != 1:
             raise ConfigError(f"losses.{name}: teacher_layers need one teacher, got {term.teachers}")
         term.student_layers = resolve(self._tap_target(term.student), list(term.student_layers)) if term.student_layers else []
@@ -307,7 +334,9 @@ class Distiller(nn.Module):
         feats, outputs = {}, {}
         try:
             for name, taps in self._taps.items():
-                outputs[name] = as_logits(call_model(self.model(name), self._side(name, parts)))
+                task = self.task_of(name)
+                own = parts if task is None else self._task_parts(parts, task)
+                outputs[name] = as_logits(call_model(self.model(name), self._side(name, own)))
                 feats[name] = taps.pop()
         finally:
             self.train(was_training)
@@ -331,41 +360,65 @@ class Distiller(nn.Module):
         `transformed`: the batch has been through `transform` already (once for all phases of a step)."""
         if not transformed:
             batch = self.transform(batch)
-        parts = self._check_sides(split_batch(batch))
-        inputs = parts["inputs"]
-        if self.model_inputs:
-            if not isinstance(inputs, Mapping):
-                raise ConfigError("model_inputs: needs batches of keyword inputs (dicts, Hugging Face style), "
-                                  f"got {type(inputs).__name__} inputs")
-            inputs = parts["inputs"] = {**inputs, **self.model_inputs}
-            if isinstance(parts.get("teacher_inputs"), Mapping):
-                parts["teacher_inputs"] = {**parts["teacher_inputs"], **self.model_inputs}
+        parts = self._prepared(split_batch(batch))
         terms = {n: self.terms[n] for n in (self.phases[phase] if phase is not None else self.terms)}
-        logits, feats = self._outputs(parts, terms)
-        available = {
-            "labels": parts.get("labels"), "sample_weight": parts.get("sample_weight"), "inputs": inputs,
-            "indices": parts.get("indices"), "epoch": self.epoch, "progress": self.progress,
-        }
         out: dict[str, Tensor] = {}
-        total = logits[STUDENT].new_zeros((), dtype=torch.float32)
-        for name, term in terms.items():
-            scale = term.scale(self.epoch)
-            if scale == 0.0:  # inactive this epoch: skip the work, log a zero
-                out[name] = total.new_zeros(())
-                continue
-            part = scale * term.loss(**self._arguments(term, logits, feats, available))
-            total = total + part
-            out[name] = part.detach()
+        total, main = None, {}
+        for task, group in self._by_task(terms).items():  # the run's own data first: it has the student
+            side = parts if task is None else self._task_parts(parts, task)
+            logits, feats = self._outputs(side, group, with_student=task is None)
+            main = logits if task is None else main
+            total = logits[STUDENT].new_zeros((), dtype=torch.float32) if total is None else total
+            available = {
+                "labels": side.get("labels"), "sample_weight": side.get("sample_weight"), "inputs": side["inputs"],
+                "indices": side.get("indices"), "epoch": self.epoch, "progress": self.progress,
+            }
+            for name, term in group.items():
+                scale = term.scale(self.epoch)
+                if scale == 0.0:  # inactive this epoch: skip the work, log a zero
+                    out[name] = total.new_zeros(())
+                    continue
+                part = scale * term.loss(**self._arguments(term, logits, feats, available))
+                total = total + part
+                out[name] = part.detach()
+        out = {n: out[n] for n in terms}  # the terms' order, whatever data they read
         if self.check_finite and not bool(torch.isfinite(total)):
             bad = [n for n in terms if not bool(torch.isfinite(out[n]))]
             raise NonFiniteLossError(
                 f"the loss became {total.item()}: non-finite term(s) {', '.join(bad) or 'none alone (their sum overflowed)'}"
                 "; lower the learning rate or that term's weight, or clip gradients")
-        out["loss"], out["output"] = total, logits[STUDENT]
-        teacher_logits = logits.get(TEACHER)
-        if teacher_logits is not None and teacher_logits.shape == logits[STUDENT].shape:
+        out["loss"], out["output"] = total, main[STUDENT]
+        teacher_logits = main.get(TEACHER)
+        if teacher_logits is not None and teacher_logits.shape == main[STUDENT].shape:
             out["teacher_output"] = teacher_logits.detach()  # not packed cache formats
         return out
+
+    def _prepared(self, parts: dict[str, Any]) -> dict[str, Any]:
+        """A batch's parts checked (cross-modal sides) and given the run's extra model inputs."""
+        parts = self._check_sides(parts)
+        if self.model_inputs:
+            if not isinstance(parts["inputs"], Mapping):
+                raise ConfigError("model_inputs: needs batches of keyword inputs (dicts, Hugging Face style), "
+                                  f"got {type(parts['inputs']).__name__} inputs")
+            parts["inputs"] = {**parts["inputs"], **self.model_inputs}
+            if isinstance(parts.get("teacher_inputs"), Mapping):
+                parts["teacher_inputs"] = {**parts["teacher_inputs"], **self.model_inputs}
+        return parts
+
+    def _by_task(self, terms: dict[str, Term]) -> dict[str | None, dict[str, Term]]:
+        """The terms grouped by the data their models read; the run's own data always (it has the student)."""
+        groups: dict[str | None, dict[str, Term]] = {None: {}}
+        for name, term in terms.items():
+            groups.setdefault(self.task_of(term.student), {})[name] = term
+        return groups
+
+    def _task_parts(self, parts: dict[str, Any], task: str) -> dict[str, Any]:
+        tasks = parts.get("tasks") or {}
+        if task not in tasks:
+            readers = ", ".join(n for n in self.model_names if self.task_of(n) == task)
+            raise ConfigError(f"multi-task batch: it has no batch of task {task!r}, which {readers} read; each batch "
+                              "carries one per task under 'tasks' (distil.data.tasks.with_tasks)")
+        return self._prepared(split_batch(tasks[task]))
 
     def _check_sides(self, parts: dict[str, Any]) -> dict[str, Any]:
         """A cross-modal batch needs both sides: the student's inputs and the teacher's."""
@@ -383,7 +436,7 @@ class Distiller(nn.Module):
             return parts["teacher_inputs"]
         return parts["inputs"]
 
-    def _outputs(self, parts: dict[str, Any], terms: dict[str, Term]):
+    def _outputs(self, parts: dict[str, Any], terms: dict[str, Term], with_student: bool = True):
         """Logits (and tapped features) of every model the terms read, each computed once.
 
         Frozen models first: their no-grad forwards then run before the trained models' saved
@@ -393,7 +446,8 @@ class Distiller(nn.Module):
         """
         inputs, cached = parts["inputs"], parts.get("teacher_logits")
         learners = {t.student for t in terms.values()}
-        targets = {n for t in terms.values() if TEACHER_INPUTS & set(t.needs) for n in t.teachers} | {STUDENT}
+        targets = {n for t in terms.values() if TEACHER_INPUTS & set(t.needs) for n in t.teachers}
+        targets |= {STUDENT} if with_student else set()  # the run's output, even in a phase training others
         logits: dict[str, Tensor] = {}
         feats: dict[str, dict[str, Tensor]] = {}
         if cached is not None and (TEACHER not in self._taps or TEACHER not in targets):

@@ -129,3 +129,70 @@ class EstimatorStudent(nn.Module):
     def serialized_bytes(self) -> int:
         """Size of the fitted estimator as scikit-learn would store it (pickled here only to measure)."""
         return len(pickle.dumps(self.estimator, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+# ----- the recipe stage: `student: {estimator: ...}` -----
+
+def fit_set(recipe: Any, bundle: Any, transfer: Any = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(inputs the teacher labels, training inputs, their gold labels): the training split plus
+    `student.copies` shifted copies of each image, plus a transfer set (or that alone with `only`)."""
+    from torch.utils.data import DataLoader
+
+    from distil.batch import split_batch
+    from distil.data.jitter import shift_images
+
+    def tensors(dataset: Any) -> tuple[Tensor, Tensor]:
+        parts = [split_batch(b) for b in DataLoader(dataset, batch_size=1024)]
+        return torch.cat([p["inputs"] for p in parts]).float(), torch.cat([p["labels"] for p in parts])
+
+    x, y = tensors(bundle.train)
+    views = [x]
+    if recipe.student.copies:
+        g = torch.Generator().manual_seed(recipe.seed)
+        views += [shift_images(x, torch.randint(-1, 2, (len(x), 2), generator=g), 1) for _ in range(recipe.student.copies)]
+    if transfer is not None:
+        extra, _ = tensors(transfer)
+        views = [extra] if recipe.transfer.only else [*views, extra]
+    return torch.cat(views), x, y
+
+
+def run_estimator_recipe(recipe: Any, bundle: Any, out: Any, resume: bool, progress: bool) -> Any:
+    """Teacher(s) loaded or trained as in any run, then the estimator fitted to their outputs on the
+    fit set; with `baseline: true` the same estimator (same settings and seed) fitted to the gold
+    labels of the training split. Both are evaluated like network students into metrics.json."""
+    import json
+    import time
+
+    from distil.build import build_transfer
+    from distil.checkpoint import atomic_write_text
+    from distil.console import phase
+    from distil.pipeline import RunResult, _as_teacher, evaluate_split, load_teachers
+    from distil.trainer import FitResult
+
+    cfg = recipe.student
+    teachers = load_teachers(recipe, bundle, out, resume, progress)
+    inputs, x, y = fit_set(recipe, bundle, build_transfer(recipe, bundle))
+    teacher = _as_teacher(recipe, teachers)  # frozen, on the CPU
+    phase(f"estimator: the teacher labels {len(inputs)} inputs; fitting {cfg.estimator} ({cfg.method})", progress)
+    logits = torch.cat([teacher(inputs[i:i + 1024]).float() for i in range(0, len(inputs), 1024)])
+    start = time.perf_counter()
+    student = fit_estimator(_seeded(cfg, recipe.seed), inputs.numpy(), logits.numpy(), method=cfg.method,
+                            temperature=cfg.temperature, min_weight=cfg.min_weight)
+    fit_s = time.perf_counter() - start
+    phase("evaluating the teacher and the estimator on the test split", progress)
+    metrics = {"teacher": evaluate_split(teacher, bundle, recipe.task, teacher)}
+    if recipe.baseline:
+        baseline = fit_estimator(_seeded(cfg, recipe.seed), x.numpy(), method="hard", labels=y.numpy())
+        metrics["baseline"] = evaluate_split(baseline, bundle, recipe.task, teacher)
+    metrics["distilled"] = evaluate_split(student, bundle, recipe.task, teacher) | {
+        "fit_s": fit_s, "fit_inputs": len(inputs)}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    return RunResult(out, FitResult(best_metric=None, best_epoch=None, epochs_run=0), metrics, student)
+
+
+def _seeded(cfg: Any, seed: int) -> Any:
+    """The configured estimator, seeded by the run's seed unless its params give random_state."""
+    estimator = make_estimator(cfg.estimator, cfg.params)
+    if "random_state" in estimator.get_params() and "random_state" not in cfg.params:
+        estimator.set_params(random_state=seed)
+    return estimator

@@ -22,14 +22,15 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from distil.build import (build_data, build_distiller, build_losses, build_model, build_transfer, check_recipe,
-                          combine_teachers)
+from distil.build import (build_data, build_distiller, build_losses, build_model, build_tasks, build_transfer,
+                          check_recipe, combine_teachers, task_recipe)
 from distil.cache.recipe import cached_teacher, cached_train_set
 from distil.checkpoint import atomic_write_text, load_weights
 from distil.config import LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, dump_recipe
 from distil.console import phase, warn
 from distil.data import DataBundle
 from distil.data.inversion import deep_inversion, save_grid
+from distil.data.tasks import Task
 from distil.data.transfer import Transfer
 from distil.distiller import Distiller
 from distil.errors import ConfigError
@@ -103,6 +104,7 @@ def train_teacher(recipe: Recipe, cfg: ModelConfig, bundle: DataBundle, out: Pat
     """Train a model with hard labels into `out` (reused when already finished there): a teacher
     to be, or the baseline student the run compares with."""
     set_seed(recipe.seed)  # initial weights depend on the seed only
+    bundle = replace(bundle, tasks={})  # one model on one data set
     model = build_model(cfg.model_copy(update={"checkpoint": None}), bundle, name)
     best = out / "best" / "student.safetensors"
     if (out / "done.json").is_file():
@@ -154,11 +156,13 @@ def _finish(trainer: Trainer, fit: FitResult, model: nn.Module, out: Path) -> nn
 
 def make_trainer(recipe: Recipe, distiller: Distiller, bundle: DataBundle, progress: bool, name: str,
                  transfer: Transfer | None = None) -> Trainer:
+    tasks = {task: Task(own.train, own.val, recipe.tasks[task].batch_size, own.num_outputs)
+             for task, own in bundle.tasks.items()}
     return Trainer(
         distiller, bundle.train, bundle.val, recipe,
         batch_size=recipe.data.batch_size, eval_batch_size=recipe.data.eval_batch_size,
         num_workers=recipe.data.num_workers, num_classes=bundle.num_outputs, progress=progress, name=name,
-        transfer=transfer,
+        transfer=transfer, tasks=tasks,
     )
 
 
@@ -198,11 +202,21 @@ def load_frozen_models(recipe: Recipe, bundle: DataBundle, out: Path, resume: bo
     """The frozen teachers among `models:`, loaded or trained first (into `<out>/models/<name>`)."""
     frozen, bundle = {}, bundle.for_teacher
     for name, cfg in recipe.models.items():
-        if isinstance(cfg, PeerConfig) and not cfg.trainable:
-            field = f"models.{name}"
-            frozen[name] = trained_teacher(cfg, bundle, field) if cfg.pretrained or cfg.checkpoint else \
-                train_teacher(recipe, cfg, bundle, out / "models" / name, resume, progress, field)
+        if isinstance(cfg, PeerConfig) and not cfg.trainable:  # on its task's data, if it has one
+            field, own = f"models.{name}", bundle.of_task(cfg.task)
+            frozen[name] = trained_teacher(cfg, own, field) if cfg.pretrained or cfg.checkpoint else \
+                train_teacher(task_recipe(recipe, cfg.task), cfg, own, out / "models" / name, resume, progress, field)
     return frozen
+
+
+def train_task_baselines(recipe: Recipe, bundle: DataBundle, out: Path, resume: bool, progress: bool) -> dict[str, nn.Module]:
+    """With `baseline: true` in a multi-task run, each trained model of a further task trained alone
+    on that task's labels (same seed and schedule), into `<out>/baseline-<name>`."""
+    if not recipe.baseline:
+        return {}
+    return {f"baseline_{name}": train_teacher(task_recipe(recipe, cfg.task), cfg, bundle.of_task(cfg.task),
+                                              out / f"baseline-{name}", resume, progress, "baseline", recipe.epochs)
+            for name, cfg in recipe.models.items() if isinstance(cfg, PeerConfig) and cfg.trainable and cfg.task}
 
 
 def distil_stage(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module], frozen: dict[str, nn.Module],
@@ -293,7 +307,7 @@ def evaluate_split(model: nn.Module, bundle: DataBundle, task: str, teacher: nn.
 def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, progress: bool = True) -> RunResult:
     """The whole run. Under torchrun / accelerate launch every process calls this: the main one
     prepares the folder and evaluates at the end (the others return empty metrics); training is shared."""
-    bundle = build_data(recipe)
+    bundle = build_tasks(recipe, build_data(recipe))
     if recipe.data_free is not None:  # nothing below may read a real training input
         bundle = replace(bundle, train=None)
     check_recipe(recipe, bundle)
@@ -306,10 +320,15 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, pr
         from distil.federated import run_federated_recipe
 
         return run_federated_recipe(recipe, bundle, out, resume, progress)
+    if recipe.estimator_student:
+        from distil.estimators import run_estimator_recipe
+
+        return run_estimator_recipe(recipe, bundle, out, resume, progress)
     teachers = load_teachers(recipe, bundle, out, resume, progress)
     frozen = load_frozen_models(recipe, bundle, out, resume, progress)
     baseline = train_teacher(recipe, recipe.student, bundle, out / "baseline", resume, progress, "baseline",
                              recipe.epochs) if recipe.baseline else None
+    task_baselines = train_task_baselines(recipe, bundle, out, resume, progress)
     stages = run_chain(recipe, bundle, teachers, out, resume, progress)
     train = bundle if recipe.data_free is None else replace(bundle, train=synthetic_train_set(recipe, teachers[0], bundle, out, progress))
     distiller, fit = distil_stage(recipe, train, [stages[-1][1]] if stages else teachers, frozen, resume, progress)
@@ -320,13 +339,29 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, pr
     trained = {**({"baseline": baseline} if baseline is not None else {}), **dict(stages),
                "distilled": distiller.student, **distiller.companions()}
     metrics = {"teacher": evaluate_split(teacher, bundle.for_teacher, recipe.task, teacher)} if teacher is not None else {}
-    metrics |= {name: evaluate_split(model, bundle, recipe.task, teacher) for name, model in trained.items()}
+    metrics |= {name: evaluate_split(model, bundle, recipe.task, teacher) for name, model in trained.items()
+                if distiller.task_of(name) is None}
+    metrics |= task_metrics(recipe, distiller, frozen, task_baselines, bundle)
     together = _ensemble_members(recipe, distiller, stages)
     if len(together) > 1 and recipe.task == "classification":
-        members = [copy.deepcopy(m) for m in together]  # the ensemble freezes its members; keep ours as they are
+        members = copy.deepcopy(together)  # the ensemble freezes its copies; one copy keeps shared layers shared
         metrics["ensemble"] = evaluate_split(TeacherEnsemble(members), bundle, recipe.task, teacher)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return RunResult(out, fit, metrics, distiller.student)
+
+
+def task_metrics(recipe: Recipe, distiller: Distiller, frozen: dict[str, nn.Module], baselines: dict[str, nn.Module],
+                 bundle: DataBundle) -> dict[str, dict[str, Any]]:
+    """Each further task's models on that task's test split: its frozen teacher (fidelity is
+    measured to it when the task has one), the models trained on it, and their baselines."""
+    metrics: dict[str, dict[str, Any]] = {}
+    for task, own in bundle.tasks.items():
+        teachers = {n: FrozenTeacher(m.cpu()) for n, m in frozen.items() if distiller.task_of(n) == task}
+        reference = next(iter(teachers.values())) if len(teachers) == 1 else None
+        models = {**teachers, **{n: m for n, m in distiller.companions().items() if distiller.task_of(n) == task},
+                  **{n: m for n, m in baselines.items() if distiller.task_of(n.removeprefix("baseline_")) == task}}
+        metrics |= {name: evaluate_split(model, own, recipe.task, reference) for name, model in models.items()}
+    return metrics
 
 
 def _as_teacher(recipe: Recipe, teachers: list[nn.Module]) -> nn.Module | None:
@@ -340,4 +375,5 @@ def _ensemble_members(recipe: Recipe, distiller: Distiller, stages: list[tuple[s
     learning), or every generation (born-again networks); followers and assistants are not peers."""
     if recipe.chain is not None and recipe.chain.generations:
         return [model for _, model in stages] + [distiller.student]
-    return [distiller.student, *distiller.peers.values()] if len(distiller.peers) else []
+    peers = [m for n, m in distiller.peers.items() if distiller.task_of(n) is None]  # the student's classes
+    return [distiller.student, *peers] if peers else []

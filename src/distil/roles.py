@@ -5,6 +5,8 @@ The two other roles make the field's schemes compositions of the one loop:
 
 - `Peer(module)`: trained with the student, from the same batches, by its own loss terms (online
   distillation: deep mutual learning, co-training). It joins the optimizer and the checkpoint.
+  `share_layers` makes a peer use some of the student's own layers (a shared trunk: rocket
+  launching's light and booster nets); each shared tensor is trained and saved once.
 - `Follower(of="student", decay=...)`: a copy of a trained model that is never trained itself but
   moves after every optimizer step, as an exponential moving average (mean teacher) or a
   snapshot refreshed every k steps; it teaches like a frozen teacher (self-distillation from the
@@ -15,12 +17,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from distil.errors import ConfigError
+from distil.taps import resolve
 from distil.teacher import as_logits, call_model
 
 
@@ -29,6 +32,34 @@ class Peer:
     """Marks a model of `Distiller(models=...)` as trained alongside the student."""
 
     module: nn.Module
+
+
+def share_layers(source: nn.Module, target: nn.Module, names: Sequence[str], what: str = "shares") -> None:
+    """Make each named submodule of `target` the very module of `source` at that name.
+
+    Both models then train the one set of tensors (the optimizer and checkpoints hold it once),
+    as the light and booster nets of rocket launching share their lower layers (Zhou et al.,
+    AAAI 2018). The two layers must hold parameters of the same names and shapes.
+    """
+    for name in _layers(target, names, f"{what} (this model)"):
+        _layers(source, [name], f"{what} (the student)")
+        theirs = source.get_submodule(name)
+        mine = target.get_submodule(name)
+        ours = {n: tuple(p.shape) for n, p in mine.named_parameters()}
+        given = {n: tuple(p.shape) for n, p in theirs.named_parameters()}
+        if type(mine) is not type(theirs) or ours != given:
+            raise ConfigError(f"{what}: layer {name!r} differs between the models ({type(theirs).__name__} "
+                              f"{given or 'without parameters'} in the student, {type(mine).__name__} "
+                              f"{ours or 'without parameters'} here); shared layers need the same shapes")
+        parent, _, leaf = name.rpartition(".")
+        setattr(target.get_submodule(parent) if parent else target, leaf, theirs)
+
+
+def _layers(model: nn.Module, names: Sequence[str], what: str) -> list[str]:
+    try:
+        return resolve(model, list(names))
+    except ConfigError as e:
+        raise ConfigError(f"{what}: {e}") from None
 
 
 class Follower(nn.Module):

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from accelerate import Accelerator
@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from distil import checkpoint as ckpt
 from distil.config import TrainConfig
 from distil.data.base import check_label_range
+from distil.data.tasks import Task, TaskBatches, task_seed, with_tasks
 from distil.data.transfer import MixedBatches, Transfer, TransferStream
 from distil.batch import Gather, batch_gatherer, split_batch, to_device
 from distil.distiller import Distiller
@@ -135,6 +136,8 @@ class Trainer:
 
     With `transfer`, each batch also carries `transfer.ratio` times as many samples of a transfer
     set (`distil.data.transfer`): the same steps per epoch, more for the teacher to label.
+    With `tasks` (name -> `distil.data.tasks.Task`), each batch also carries a batch of every
+    further task, which the models of that task read; their validation uses the task's own split.
     Outputs in `config.output_dir`: `checkpoints/` (latest, for resume), `best/student.safetensors`
     (the best student by validation accuracy, or MSE for regression) and `metrics.jsonl`.
     """
@@ -153,8 +156,12 @@ class Trainer:
         progress: bool = True,
         name: str = "train",
         transfer: Transfer | None = None,
+        tasks: Mapping[str, Task] | None = None,
     ):
         self.distiller, self.config, self.name = distiller, config, name
+        self.tasks = dict(tasks or {})
+        if self.tasks and transfer is not None:
+            raise ConfigError("tasks: a multi-task run cannot also mix a transfer set into its batches; use one of them")
         self.out = Path(config.output_dir)
         self.num_classes, self.progress = num_classes, progress
         precision = config.mixed_precision
@@ -184,6 +191,11 @@ class Trainer:
             self.val_loader = TensorBatches.of(val_set, _in_order(len(val_set), eval_size), device)
         if val_set is not None and self.val_loader is None:
             self.val_loader = DataLoader(val_set, batch_size=eval_size, num_workers=num_workers, generator=torch.Generator())
+        self.task_val_loaders = {  # each task's models are validated on that task's data
+            name: TensorBatches.of(task.val, _in_order(len(task.val), eval_size), device)
+            or DataLoader(task.val, batch_size=eval_size, num_workers=num_workers, generator=torch.Generator())
+            for name, task in self.tasks.items() if task.val is not None
+        }
 
     # ----- set-up -----
 
@@ -192,7 +204,10 @@ class Trainer:
         set_seed(cfg.seed)
         self.distiller.to(acc.device)
         self.distiller.check_finite = False  # checked here, every sync_every_steps, with the step named
-        self.distiller.setup(to_device(next(iter(DataLoader(self.train_loader.dataset, batch_size=2))), acc.device))
+        probe = next(iter(DataLoader(self.train_loader.dataset, batch_size=2)))
+        if self.tasks:
+            probe = with_tasks(probe, {n: next(iter(DataLoader(t.train, batch_size=2))) for n, t in self.tasks.items()})
+        self.distiller.setup(to_device(probe, acc.device))
         self.distiller.to(acc.device)  # adapters created by setup
         if cfg.channels_last:
             self.distiller.to(memory_format=torch.channels_last)
@@ -214,6 +229,12 @@ class Trainer:
             stream = TransferStream(self.transfer.dataset, size, cfg.seed, device)
             self.train_loader = MixedBatches(self.train_loader, stream, len(self.sampler),
                                              stride=acc.num_processes, offset=acc.process_index)
+        if self.tasks:  # so do the task rows, each task with its own stream seed
+            device = acc.device if acc.device.type != "cpu" else None
+            streams = {name: TransferStream(task.train, task.batch_size, task_seed(cfg.seed, name), device)
+                       for name, task in self.tasks.items()}
+            self.train_loader = TaskBatches(self.train_loader, streams, len(self.sampler),
+                                            stride=acc.num_processes, offset=acc.process_index)
         # Steps are what this process runs, so schedules end, decay and warm up on time however
         # many processes share the epoch.
         self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.grad_accum_steps)
@@ -338,10 +359,12 @@ class Trainer:
         self.sampler.skip = self.state["batch_in_epoch"] * self.accelerator.num_processes
         if hasattr(self.train_loader.dataset, "set_epoch"):  # per-epoch augmentation
             self.train_loader.dataset.set_epoch(epoch)
-        if isinstance(self.train_loader, MixedBatches):
+        if isinstance(self.train_loader, MixedBatches):  # transfer sets and tasks
             self.train_loader.epoch, self.train_loader.start = epoch, self.state["batch_in_epoch"]
-            if hasattr(self.transfer.dataset, "set_epoch"):
-                self.transfer.dataset.set_epoch(epoch)
+            streamed = [self.transfer.dataset] if self.transfer is not None else [t.train for t in self.tasks.values()]
+            for dataset in streamed:
+                if hasattr(dataset, "set_epoch"):
+                    dataset.set_epoch(epoch)
         self.distiller.set_epoch(epoch)
         self.model.train()
         if self.state["batch_in_epoch"] == 0:
@@ -447,9 +470,15 @@ class Trainer:
         return {k: v.item() / max(seen, 1) for k, v in sums.items()}
 
     def _check_labels(self, batch: Any) -> None:
-        labels = split_batch(batch).get("labels")
-        if self.num_classes and labels is not None and self.config.task == "classification":
-            check_label_range(labels, self.num_classes)
+        parts = split_batch(batch)
+        if self.config.task != "classification":
+            return
+        if self.num_classes and parts.get("labels") is not None:
+            check_label_range(parts["labels"], self.num_classes)
+        for name, task_batch in (parts.get("tasks") or {}).items():
+            labels, task = split_batch(task_batch).get("labels"), self.tasks.get(name)
+            if task is not None and task.num_classes and labels is not None:
+                check_label_range(labels, self.tasks[name].num_classes, f" of task {name}")
 
     def _check_finite(self, parts: dict[str, torch.Tensor]) -> None:
         """Stop at a non-finite loss; no checkpoint is written from a bad state, so the last one
@@ -478,8 +507,11 @@ class Trainer:
         )
         record = {f"val/{k}": v for k, v in metrics.items()}
         for name, model in self.distiller.companions().items():
-            metrics, _ = evaluate_model(model, self.val_loader, self.config.task, self.accelerator.device)
-            record |= {f"val/{name}/{k}": v for k, v in metrics.items()}
+            task = self.distiller.task_of(name)
+            loader = self.val_loader if task is None else self.task_val_loaders.get(task)
+            if loader is not None:
+                metrics, _ = evaluate_model(model, loader, self.config.task, self.accelerator.device)
+                record |= {f"val/{name}/{k}": v for k, v in metrics.items()}
         return record
 
     def _end_epoch(self, record: dict[str, Any]) -> bool:

@@ -9,15 +9,22 @@ from distil.config import load_recipe
 from distil.pipeline import run_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+FASHION = Path("/usr/share/datasets/fashion-mnist")
 MNIST = sorted([*RECIPES.glob("mnist/*.yaml"), *RECIPES.glob("schemes/mnist_*.yaml"), *RECIPES.glob("transfer/mnist_*.yaml")])
 
 
 @pytest.mark.parametrize("path", MNIST, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_mnist_recipe_in_miniature(path, shared_dir, tmp_path):
     root = shared_dir / "data" / "mnist"
-    transfer = [f"transfer.params.root={root}"] if "transfer:" in path.read_text() else []
+    text = path.read_text()
+    transfer = [f"transfer.params.root={root}"] if "transfer:" in text else []
+    tasks = []
+    if "fashion_mnist" in text:  # a second task, from the Debian package
+        if not FASHION.is_dir():
+            pytest.skip(f"Fashion-MNIST not installed at {FASHION} (apt-get install dataset-fashion-mnist)")
+        tasks = ["tasks.fashion.params.max_train=300", "tasks.fashion.params.val_size=500"]
     recipe = load_recipe(path, [f"data.params.root={root}", "data.params.max_train=300", "data.params.val_size=500",
-                                "max_steps=2", f"output_dir={tmp_path / 'run'}", *transfer])
+                                "max_steps=2", f"output_dir={tmp_path / 'run'}", *transfer, *tasks])
     result = run_recipe(recipe, progress=False)
     assert "distilled" in result.metrics and 0 <= result.metrics["distilled"]["accuracy"] <= 1
     if recipe.baseline:

@@ -51,10 +51,24 @@ def find_run(checkpoint: Path) -> tuple[Path, Path]:
         raise DistilError(f"checkpoint not found: {checkpoint}")
     for folder in candidates:
         if (folder / "recipe.yaml").is_file():
+            if not weights.is_file() and _estimator_run(folder):
+                raise DistilError(f"{folder} holds an estimator student (not a network), which distil does not save: "
+                                  "its results are in metrics.json and `distil report`; eval, export and predict "
+                                  "take network students")
             if not weights.is_file():
                 raise DistilError(f"{folder} has no trained student yet ({weights} is missing)")
             return folder, weights
     raise DistilError(f"no recipe.yaml next to {checkpoint}: pass a folder written by `distil run`")
+
+
+def _estimator_run(folder: Path) -> bool:
+    from distil.yaml_reader import read_yaml_file
+
+    try:
+        student = (read_yaml_file(folder / "recipe.yaml") or {}).get("student")
+    except DistilError:
+        return False
+    return isinstance(student, dict) and "estimator" in student
 
 
 class SavedRun(NamedTuple):

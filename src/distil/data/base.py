@@ -26,7 +26,8 @@ class DataBundle:
     `preprocessing` says how raw inputs became the tensors the models see (scaling, mean/std,
     tokenizer), so a deployed student can be fed the same (`distil export` records it).
     In a cross-modal run the splits carry both sides (`distil.data.cross_modal`) and
-    `teacher_data` is the plain data the teachers read.
+    `teacher_data` is the plain data the teachers read. In a multi-task run `tasks` holds each
+    further task's bundle (`distil.data.tasks`).
     """
 
     train: Dataset
@@ -38,6 +39,11 @@ class DataBundle:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. vocab_size, for factories that take it
     preprocessing: dict[str, Any] = field(default_factory=dict)
     teacher_data: DataBundle | None = None  # the data as teachers read it, when not as the student does (cross-modal)
+    tasks: dict[str, DataBundle] = field(default_factory=dict)  # further tasks' data, by name (multi-task runs)
+
+    def of_task(self, task: str | None) -> DataBundle:
+        """The data a model of `task` reads (None: the run's own)."""
+        return self if task is None else self.tasks[task]
 
     @property
     def for_teacher(self) -> DataBundle:

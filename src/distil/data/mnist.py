@@ -1,7 +1,8 @@
-"""MNIST with its standard 60k / 10k split, from the shared lossless copy (no download)."""
+"""MNIST and Fashion-MNIST with their standard 60k / 10k splits, from local copies (no download)."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -41,6 +42,52 @@ def mnist(
         raise DistilError(f"MNIST not found at {path}: data.params.root must name the folder holding mnist.npz "
                           "(the shared copy is ../shared/data/mnist)")
     arrays = load_arrays(path, ("x_train", "y_train", "x_test", "y_test"), "MNIST file")
+    return _bundle(arrays, layout, val_size, max_train, jitter, seed)
+
+
+@DATASETS.register
+@validated
+def fashion_mnist(
+    root: str = "/usr/share/datasets/fashion-mnist",
+    layout: Literal["flat", "image"] = "flat",
+    val_size: Annotated[int, Field(ge=0, le=30_000)] = 5_000,
+    max_train: Annotated[int, Field(gt=0, le=60_000)] | None = None,
+    jitter: Annotated[int, Field(ge=0, le=4)] = 0,
+    seed: Seed = 0,
+) -> DataBundle:
+    """Fashion-MNIST (Xiao et al. 2017): 70,000 28x28 images of 10 kinds of clothing, 60k / 10k.
+
+    The same layout, scaling and splits as `mnist`, so the two make a pair of tasks with the same
+    inputs and different label sets. `root` holds the four original IDX files
+    (`apt-get install dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist).
+    """
+    names = {"x_train": "train-images-idx3-ubyte.gz", "y_train": "train-labels-idx1-ubyte.gz",
+             "x_test": "t10k-images-idx3-ubyte.gz", "y_test": "t10k-labels-idx1-ubyte.gz"}
+    missing = [n for n in names.values() if not (Path(root) / n).is_file()]
+    if missing:
+        raise DistilError(f"Fashion-MNIST not found in {root} (missing {', '.join(missing)}): data.params.root must "
+                          "name the folder of its IDX files (apt-get install dataset-fashion-mnist)")
+    return _bundle({key: read_idx(Path(root) / n) for key, n in names.items()}, layout, val_size, max_train, jitter, seed)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (LeCun's format of MNIST: magic 0x0000 0x08 ndim, big-endian sizes, uint8 data)."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise DistilError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise DistilError(f"{path} is truncated: {body.size} bytes for shape {shape}")
+    return body.reshape(shape)
+
+
+def _bundle(arrays: dict[str, np.ndarray], layout: str, val_size: int, max_train: int | None, jitter: int,
+            seed: int) -> DataBundle:
+    """Training images 0..59,999 with `val_size` held out at random (`seed`), `max_train` of the
+    rest kept, the published test images; pixels scaled to [0, 1]."""
     shape = (1, 28, 28)
 
     def tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:

@@ -167,5 +167,8 @@ class MixedBatches:
 
     def __iter__(self) -> Iterator[Any]:
         for i, batch in enumerate(self.labelled, self.start):
-            g = self.epoch * self.batches_per_epoch + i * self.stride + self.offset
-            yield concat_batches(batch, self.stream.batch(g))
+            yield self.combine(batch, self.epoch * self.batches_per_epoch + i * self.stride + self.offset)
+
+    def combine(self, batch: Any, g: int) -> Any:
+        """The training batch of global batch number `g`: here, the transfer rows appended."""
+        return concat_batches(batch, self.stream.batch(g))
