@@ -336,7 +336,6 @@ def check_model_names(recipe: Recipe) -> None:
                                   f"{', '.join(known)}")
             if teacher == cfg.student:
                 raise ConfigError(f"losses[{i}].teacher: {teacher!r} cannot teach itself")
-
     if recipe.federated is not None and (recipe.teachers or recipe.models or recipe.chain or recipe.transfer):
         raise ConfigError("federated: the clients are the teachers and the public data comes from the training split; "
                           "remove teacher, models, chain and transfer")
@@ -359,7 +358,11 @@ def check_estimator_recipe(recipe: Recipe, bundle: DataBundle) -> None:
         raise ConfigError(f"student.estimator: needs task classification, got {recipe.task}")
     if not recipe.teachers:
         raise ConfigError("student.estimator: fits a teacher's outputs; add a `teacher:` section")
-    regressor = recipe.student.estimator.endswith("_regressor") or recipe.student.estimator == "ridge"
+    from sklearn.base import is_regressor
+
+    from distil.estimators import make_estimator
+
+    regressor = is_regressor(make_estimator(recipe.student.estimator))
     if regressor != (recipe.student.method == "logits"):
         raise ConfigError(f"student.method: {recipe.student.method} needs a "
                           f"{'regressor' if recipe.student.method == 'logits' else 'classifier'}, and "
@@ -370,8 +373,6 @@ def check_estimator_recipe(recipe: Recipe, bundle: DataBundle) -> None:
                                                                     if recipe.data.name == "digits" else ""))
     if any(t.cache is not None for t in recipe.teachers):
         raise ConfigError("teacher.cache: an estimator student's teacher labels the fit set once; remove cache")
-    from distil.estimators import make_estimator
-
     make_estimator(recipe.student.estimator, recipe.student.params)  # unknown params: one line now
     models = {f"teacher{'' if len(recipe.teachers) == 1 else f'[{i}]'}": check_teacher(recipe, t, bundle, "teacher")
               for i, t in enumerate(recipe.teachers)}

@@ -363,12 +363,11 @@ class Distiller(nn.Module):
         parts = self._prepared(split_batch(batch))
         terms = {n: self.terms[n] for n in (self.phases[phase] if phase is not None else self.terms)}
         out: dict[str, Tensor] = {}
-        total, main = None, {}
         for task, group in self._by_task(terms).items():  # the run's own data first: it has the student
             side = parts if task is None else self._task_parts(parts, task)
             logits, feats = self._outputs(side, group, with_student=task is None)
-            main = logits if task is None else main
-            total = logits[STUDENT].new_zeros((), dtype=torch.float32) if total is None else total
+            if task is None:
+                main, total = logits, logits[STUDENT].new_zeros((), dtype=torch.float32)
             available = {
                 "labels": side.get("labels"), "sample_weight": side.get("sample_weight"), "inputs": side["inputs"],
                 "indices": side.get("indices"), "epoch": self.epoch, "progress": self.progress,

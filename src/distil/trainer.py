@@ -186,16 +186,17 @@ class Trainer:
                 train_set, batch_sampler=self.sampler, num_workers=num_workers,
                 generator=torch.Generator().manual_seed(config.seed), pin_memory=device is not None,
             )
-        self.val_loader = None
-        if val_set is not None and fast:
-            self.val_loader = TensorBatches.of(val_set, _in_order(len(val_set), eval_size), device)
-        if val_set is not None and self.val_loader is None:
-            self.val_loader = DataLoader(val_set, batch_size=eval_size, num_workers=num_workers, generator=torch.Generator())
-        self.task_val_loaders = {  # each task's models are validated on that task's data
-            name: TensorBatches.of(task.val, _in_order(len(task.val), eval_size), device)
-            or DataLoader(task.val, batch_size=eval_size, num_workers=num_workers, generator=torch.Generator())
-            for name, task in self.tasks.items() if task.val is not None
-        }
+        def eval_loader(dataset: Dataset | None) -> Iterable[Any] | None:
+            if dataset is None:
+                return None
+            batched = TensorBatches.of(dataset, _in_order(len(dataset), eval_size), device) if fast else None
+            if batched is not None:
+                return batched
+            return DataLoader(dataset, batch_size=eval_size, num_workers=num_workers, generator=torch.Generator())
+
+        self.val_loader = eval_loader(val_set)
+        self.task_val_loaders = {name: eval_loader(task.val) for name, task in self.tasks.items()  # each task's own
+                                 if task.val is not None}
 
     # ----- set-up -----
 
