@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 
 # torchvision only with the torch it was built for: a bare `pip install torchvision` (or timm)
 # replaces the pinned torch with a CUDA build (~5 GB). TORCH_INDEX=https://download.pytorch.org/whl/cpu
-# keeps both on CPU builds.
+# keeps them on CPU builds. timm after the pair, so that it finds its torchvision in place.
 VISION      ?= torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX ?=
 
@@ -30,6 +30,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 install-vision: $(VENV)/.installed
 	$(BIN)/pip install --quiet $(VISION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install --quiet timm
 
 demo: install
 	$(BIN)/distil demo

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
@@ -32,6 +33,7 @@ from distil.evaluate import eval_mode
 from distil.lm.generation import OnPolicy
 from distil.losses import LOSSES
 from distil.models import MODELS
+from distil.models.timm_models import is_timm, timm_factory
 from distil.registry import Registry
 from distil.taps import resolve
 from distil.roles import Follower, Peer, share_layers
@@ -85,8 +87,11 @@ def _imported(spec: str, field: str) -> Callable:
 def build_data(recipe: Recipe, field: str = "data.params") -> DataBundle:
     """The recipe's data set; `field` names the options in errors (teacher.data_params for a teacher's)."""
     factory, params = _lookup(DATASETS, recipe.data.name, "data.name"), dict(recipe.data.params)
+    accepts = inspect.signature(factory).parameters
     # every data set takes max_train: those without their own get a seeded random subset
-    subset = params.pop("max_train", None) if "max_train" not in inspect.signature(factory).parameters else None
+    subset = params.pop("max_train", None) if "max_train" not in accepts else None
+    if "tokenizer" in accepts and params.get("tokenizer") is None and (folder := teacher_tokenizer(recipe)):
+        params["tokenizer"] = folder  # a pre-trained teacher reads its own ids: its folder is named once
     if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
         raise ConfigError(f"{field}.max_train: must be a whole number > 0 (training samples kept), got {short_repr(subset)}")
     bundle = _call(factory, params, field, also=("max_train",))
@@ -96,6 +101,15 @@ def build_data(recipe: Recipe, field: str = "data.params") -> DataBundle:
         raise ConfigError(f"task: data set {recipe.data.name!r} is for {bundle.task}, recipe says {recipe.task}")
     check_labels(bundle)
     return cross_modal_bundle(bundle, recipe.cross_modal) if recipe.cross_modal is not None else bundle
+
+
+def teacher_tokenizer(recipe: Recipe) -> str | None:
+    """The folder of the recipe's `hf_pretrained` teacher(s), whose tokenizer a text data set uses for them."""
+    folders = {str(t.params["path"]) for t in recipe.teachers if t.model == "hf_pretrained" and "path" in t.params}
+    if len(folders) > 1:
+        raise ConfigError(f"data.params.tokenizer: the teachers come from {len(folders)} folders ({', '.join(sorted(folders))}) "
+                          "and read one tokenization; name the tokenizer folder they share")
+    return next(iter(folders), None)
 
 
 def build_tasks(recipe: Recipe, bundle: DataBundle) -> DataBundle:
@@ -160,7 +174,12 @@ def check_labels(bundle: DataBundle) -> None:
 def build_model(cfg: ModelConfig, bundle: DataBundle, field: str) -> nn.Module:
     """Call the registered factory; `input_shape`, `num_classes` and the data's `model_kwargs`
     (e.g. `vocab_size`) are filled in when the factory takes them and the recipe does not set them."""
-    factory = _imported(cfg.model, field) if cfg.imported_module else _lookup(MODELS, cfg.model, f"{field}.model")
+    if is_timm(cfg.model):
+        factory = timm_factory(cfg.model, f"{field}.model")
+    elif cfg.imported_module:
+        factory = _imported(cfg.model, field)
+    else:
+        factory = _lookup(MODELS, cfg.model, f"{field}.model")
     options = dict(cfg.params)
     accepted = inspect.signature(factory).parameters
     if "input_shape" in accepted:
@@ -192,7 +211,7 @@ def _check_input_shape(cfg: ModelConfig, accepted: Any, bundle: DataBundle, fiel
 def _check_size(factory: Callable, options: dict[str, Any], field: str) -> None:
     """Build the model on the meta device first (no memory, no initialisation), so that a typo'd
     width is refused at once instead of allocating (or hanging on) billions of weights."""
-    if "path" in inspect.signature(factory).parameters:  # a saved model: its size is the file's
+    if "path" in inspect.signature(factory).parameters or options.get("weights"):  # a saved model: the file's size
         return
     with torch.device("meta"):
         model = _call(factory, options, field)
@@ -257,9 +276,9 @@ def build_companion(cfg: PeerConfig | FollowerConfig, bundle: DataBundle, name: 
     if isinstance(cfg, FollowerConfig):
         return Follower(of=cfg.follows, decay=cfg.decay, every_steps=cfg.every_steps)
     if cfg.trainable:
-        if cfg.checkpoint or cfg.pretrained or cfg.epochs or cfg.cache is not None:
+        if cfg.checkpoint or cfg.pretrained or cfg.epochs or cfg.cache is not None or cfg.optimizer is not None:
             raise ConfigError(f"models.{name}: a peer (trainable: true) trains with the student from its own start; "
-                              "checkpoint, pretrained, epochs and cache are for frozen teachers")
+                              "checkpoint, pretrained, epochs, cache and optimizer are for frozen teachers")
         peer = build_model(cfg, bundle.of_task(cfg.task), f"models.{name}")
         if cfg.shares:
             share_layers(student, peer, cfg.shares, f"models.{name}.shares")
@@ -270,11 +289,12 @@ def build_companion(cfg: PeerConfig | FollowerConfig, bundle: DataBundle, name: 
 
 
 def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module],
-                    frozen: dict[str, nn.Module] | None = None) -> Distiller:
+                    frozen: dict[str, nn.Module] | None = None, student: nn.Module | None = None) -> Distiller:
     """The run's Distiller: student, teacher(s), the recipe's terms and its further `models`:
     peers and followers built here, after the student (so its initial weights depend on the seed
-    alone, as in a run without them), frozen ones given by name (loaded by the pipeline)."""
-    student = build_model(recipe.student, bundle, "student")
+    alone, as in a run without them), frozen ones given by name (loaded by the pipeline). A given
+    `student` (a pruned copy of the teacher) starts from its own weights."""
+    student = student if student is not None else build_model(recipe.student, bundle, "student")
     models = {name: build_companion(cfg, bundle, name, student) or (frozen or {})[name]
               for name, cfg in recipe.models.items()}
     check_outputs({"student": student, **{f"teacher{'' if len(teachers) == 1 else f'[{i}]'}": t for i, t in enumerate(teachers)}}, bundle)
@@ -286,7 +306,32 @@ def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module
     return Distiller(student, teacher, build_losses(recipe.losses), model_inputs=recipe.model_inputs,
                      on_policy=on_policy, models=models, update_order=recipe.update_order,
                      transforms=[build_mix(recipe, bundle)] if recipe.mix is not None else [],
-                     cross_modal=recipe.cross_modal is not None, tasks=model_tasks(recipe))
+                     cross_modal=bundle.teacher_data is not None, tasks=model_tasks(recipe))
+
+
+def saved_student(recipe: Recipe, bundle: DataBundle, weights: Path) -> nn.Module:
+    """A run's student rebuilt from its recipe with `weights` loaded (narrowed first when pruned)."""
+    student = build_model(recipe.student.model_copy(update={"checkpoint": None}), bundle, "student")
+    if recipe.prune is not None:
+        from distil.prune import load_pruned
+
+        return load_pruned(student, weights)
+    return load_weights(student, weights)
+
+
+PRUNE_REFUSES = ("models", "chain", "federated", "data_free", "cross_modal", "tasks", "on_policy")
+
+
+def check_prune(recipe: Recipe) -> None:
+    """A pruned teacher as the student: one teacher, which it copies, and no scheme that builds students itself."""
+    if recipe.prune is None:
+        return
+    others = [name for name in PRUNE_REFUSES if getattr(recipe, name)]
+    if others:
+        raise ConfigError(f"prune: cannot be combined with {', '.join(others)} (the student is the teacher pruned)")
+    from distil.prune import _torch_pruning
+
+    _torch_pruning()
 
 
 def model_tasks(recipe: Recipe) -> dict[str, str]:
@@ -426,14 +471,18 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
     if recipe.estimator_student:
         return check_estimator_recipe(recipe, bundle)
     check_data_free(recipe, bundle)
+    check_prune(recipe)
     check_tasks(recipe)
     if set(recipe.tasks) != set(bundle.tasks):  # a bundle of the run's data alone
         bundle = build_tasks(recipe, bundle)
     models = {"student": build_model(recipe.student, bundle, "student")}
+    if recipe.student.model == "hf_pretrained" and hasattr(getattr(bundle, "tokenizer", None), "encode_batch"):
+        raise ConfigError("student: an hf_pretrained student reads its own tokenizer's ids, but the data gives it the "
+                          "word vocabulary; set data.params.student_tokenizer to its tokenizer folder (or to teacher)")
     check_model_names(recipe)
     terms = build_losses(recipe.losses)
     check_term_tasks(recipe, terms)
-    check_cross_modal(recipe, terms)
+    check_pairs(recipe, bundle, terms)
     for i, term in enumerate(terms.values()):
         reads_teacher = TEACHER_INPUTS & set(loss_inputs(term.loss)) and "teacher" in term.teachers
         if not recipe.teachers and reads_teacher and recipe.federated is None:  # federated: the clients teach
@@ -473,24 +522,27 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
     check_taps(recipe.losses, terms, models)
 
 
-def check_cross_modal(recipe: Recipe, terms: dict[str, Term]) -> None:
-    """Cross-modal runs pair one teacher's inputs with the student's view; what would feed one side
-    only (a cache of the teacher's views, mixed images, transfer rows) is refused."""
-    if recipe.cross_modal is None:
+def check_pairs(recipe: Recipe, bundle: DataBundle, terms: dict[str, Term]) -> None:
+    """Runs whose teacher and student read different inputs of each example (`cross_modal:` views,
+    or a text data set's two tokenizations) pair one teacher's inputs with the student's; what would
+    feed one side only (a cache of the teacher's views, mixed images, transfer rows) is refused."""
+    if bundle.teacher_data is None:
         return
+    what = "cross_modal" if recipe.cross_modal is not None else \
+        f"data.params.tokenizer (the teacher reads {bundle.preprocessing.get('teacher_tokenizer')} ids, the student its own)"
     sections = {"transfer": recipe.transfer, "mix": recipe.mix, "models": recipe.models, "chain": recipe.chain,
                 "federated": recipe.federated, "data_free": recipe.data_free,
                 "teacher.cache": any(t.cache is not None for t in recipe.teachers)}
     others = [name for name, used in sections.items() if used]
     if others:
-        raise ConfigError(f"cross_modal: {', '.join(others)} cannot be combined with it yet (each would give the teacher "
+        raise ConfigError(f"{what}: {', '.join(others)} cannot be combined with it yet (each would give the teacher "
                           "and the student different examples or miss one side)")
     if not recipe.teachers:
-        raise ConfigError("cross_modal: needs a teacher, which reads the data as it is")
+        raise ConfigError(f"{what}: needs a teacher, which reads the data as it is")
     for i, term in enumerate(terms.values()):
         if {"inputs", "teacher"} & set(loss_inputs(term.loss)):
             raise ConfigError(f"losses[{i}]: {recipe.losses[i].name} runs the models on the inputs themselves, which "
-                              "differ between teacher and student in a cross-modal run; use a loss on outputs or features")
+                              f"differ between teacher and student here ({what}); use a loss on outputs or features")
 
 
 def check_data_free(recipe: Recipe, bundle: DataBundle) -> None:

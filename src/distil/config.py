@@ -34,14 +34,16 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    model: str = Field(description="registered model factory, e.g. mlp, or package.module:factory (see imports)")
+    model: str = Field(description="registered model factory, e.g. mlp, a timm model by name (timm:resnet18), or "
+                       "package.module:factory (see imports)")
     params: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = Field(None, description="safetensors weights to load")
 
     @property
     def imported_module(self) -> str | None:
-        """The module whose code `package.module:factory` runs, None for a registered model."""
-        return self.model.partition(":")[0] if ":" in self.model else None
+        """The module whose code `package.module:factory` runs, None for a registered model or a
+        timm model by name (`timm:resnet18`: a library's model, not the user's code)."""
+        return self.model.partition(":")[0] if ":" in self.model and not self.model.startswith("timm:") else None
 
 
 class TeacherCacheConfig(_Strict):
@@ -67,6 +69,15 @@ class TeacherCacheConfig(_Strict):
     )
 
 
+class OptimizerConfig(_Strict):
+    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: Positive = 1e-3
+    weight_decay: NonNegative = 0.0
+    momentum: Fraction = 0.9
+    nesterov: bool = False
+    betas: tuple[Fraction, Fraction] = (0.9, 0.999)
+
+
 class TeacherConfig(ModelConfig):
     pretrained: str | None = Field(None, description="a packaged pre-trained teacher, e.g. akamaster_resnet56")
     epochs: PositiveInt | None = Field(
@@ -80,6 +91,9 @@ class TeacherConfig(ModelConfig):
         None, description="distil from cached teacher logits: augmented views of images, top-k tokens of language "
         "models (`cache: {}` or `cache: true` for defaults)"
     )
+    optimizer: OptimizerConfig | None = Field(
+        None, description="the teacher's own optimizer when it trains first (default: the recipe's); a pre-trained "
+        "transformer fine-tunes at a far lower learning rate than a small student learns at")
 
     @field_validator("cache", mode="before")
     @classmethod
@@ -108,15 +122,6 @@ class LossConfig(BaseModel):
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
-
-
-class OptimizerConfig(_Strict):
-    name: Literal["sgd", "adam", "adamw"] = "adamw"
-    lr: Positive = 1e-3
-    weight_decay: NonNegative = 0.0
-    momentum: Fraction = 0.9
-    nesterov: bool = False
-    betas: tuple[Fraction, Fraction] = (0.9, 0.999)
 
 
 class ScheduleConfig(_Strict):
@@ -310,6 +315,15 @@ class TransferConfig(_Strict):
         return self
 
 
+class PruneConfig(_Strict):
+    """The student is the trained teacher with a share of its channels removed (structured
+    magnitude pruning, torch-pruning), distilled back from the unpruned teacher; `baseline: true`
+    fine-tunes the same pruned copy on the labels instead, for the same steps."""
+
+    ratio: Annotated[float, Field(gt=0, lt=1)] = Field(0.5, description="share of the channels of every prunable layer removed")
+    norm: Literal[1, 2] = Field(2, description="channels with the smallest L1 or L2 weight norm go")
+
+
 class EstimatorConfig(_Strict):
     """A student that is not a network: a scikit-learn estimator fitted once to the teacher's
     outputs on the training inputs (and any `transfer:` set), instead of trained by loss terms."""
@@ -369,11 +383,38 @@ class Recipe(TrainConfig):
     tasks: dict[str, DataConfig] = Field(
         default_factory=dict, description="further tasks, each a data set of its own (multi-task runs, BAM): models "
         "with task: <name> read it, a batch of each task beside every batch of the run's data")
+    prune: PruneConfig | None = Field(None, description="the student is the trained teacher pruned (its student "
+                                      "section may be left out), distilled back from it")
     baseline: bool = Field(False, description="also train the student on hard labels alone (same seed and schedule) "
                            "and report it beside the distilled one")
     imports: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]] = Field(
         default_factory=list, description="modules whose code this recipe may run: a model named "
         "package.module:factory needs its module, or a package above it, listed here")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pruned_student(cls, data: Any) -> Any:
+        """With `prune:`, the student is the teacher's architecture: filled in when left out."""
+        if isinstance(data, dict) and data.get("prune") is not None and "student" not in data:
+            teacher = data.get("teacher")
+            if isinstance(teacher, dict) and "model" in teacher:
+                data = {**data, "student": {"model": teacher["model"], "params": teacher.get("params", {})}}
+        return data
+
+    @model_validator(mode="after")
+    def _prune_the_teacher(self) -> "Recipe":
+        if self.prune is None:
+            return self
+        if len(self.teachers) != 1:
+            raise ValueError("prune: the student is a pruned copy of the teacher; give one teacher")
+        teacher, student = self.teachers[0], self.student
+        if isinstance(student, EstimatorConfig) or (student.model, student.params) != (teacher.model, teacher.params):
+            raise ValueError("prune: the student is the teacher pruned, so it has the teacher's model and params; "
+                             "leave student out")
+        if teacher.pretrained:
+            raise ValueError("prune: a packaged pre-trained teacher cannot be rebuilt from the recipe; give its "
+                             "model and checkpoint instead")
+        return self
 
     @model_validator(mode="after")
     def _losses_for_networks(self) -> "Recipe":

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from distil.batch import split_batch
+from distil.batch import split_batch, trim_padding
 from distil.errors import ConfigError, NonFiniteLossError
 from distil.losses.base import BINDABLE
 from distil.roles import Follower, Peer
@@ -393,8 +393,9 @@ class Distiller(nn.Module):
         return out
 
     def _prepared(self, parts: dict[str, Any]) -> dict[str, Any]:
-        """A batch's parts checked (cross-modal sides) and given the run's extra model inputs."""
-        parts = self._check_sides(parts)
+        """A batch's parts checked (cross-modal sides), cut to their real tokens (`trim_padding`)
+        and given the run's extra model inputs."""
+        parts = trim_padding(self._check_sides(parts))
         if self.model_inputs:
             if not isinstance(parts["inputs"], Mapping):
                 raise ConfigError("model_inputs: needs batches of keyword inputs (dicts, Hugging Face style), "

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import save
 from torch import Tensor, nn
 
-from distil.batch import repeat_sample, split_batch, to_device
+from distil.batch import repeat_sample, split_batch, to_device, trim_padding
 from distil.losses.base import kl_from_log_probs
 from distil.teacher import as_logits, call_model
 
@@ -30,7 +30,7 @@ def predict(model: nn.Module, batches: Iterable[Any], device: torch.device | str
     outs, labels = [], []
     with eval_mode(model):
         for batch in batches:
-            parts = to_device(split_batch(batch), device)
+            parts = trim_padding(to_device(split_batch(batch), device))
             outs.append(as_logits(call_model(model, parts.get(side, parts["inputs"]))).float().cpu())
             if parts.get("labels") is not None:
                 labels.append(parts["labels"].cpu())

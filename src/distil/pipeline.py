@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from distil.build import (build_data, build_distiller, build_losses, build_model, build_tasks, build_transfer,
-                          check_recipe, combine_teachers, task_recipe)
+                          check_recipe, combine_teachers, probe_inputs, task_recipe)
 from distil.cache.recipe import cached_teacher, cached_train_set
 from distil.checkpoint import atomic_write_text, load_weights
 from distil.config import LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, dump_recipe
@@ -100,12 +100,13 @@ def _hard_loss(recipe: Recipe) -> list[LossConfig]:
 
 
 def train_teacher(recipe: Recipe, cfg: ModelConfig, bundle: DataBundle, out: Path, resume: bool, progress: bool,
-                  name: str = "teacher", epochs: int | None = None) -> nn.Module:
+                  name: str = "teacher", epochs: int | None = None, init: nn.Module | None = None) -> nn.Module:
     """Train a model with hard labels into `out` (reused when already finished there): a teacher
-    to be, or the baseline student the run compares with."""
+    to be, or the baseline student the run compares with (from a copy of `init` when given: the
+    pruned teacher, fine-tuned)."""
     set_seed(recipe.seed)  # initial weights depend on the seed only
     bundle = replace(bundle, tasks={})  # one model on one data set
-    model = build_model(cfg.model_copy(update={"checkpoint": None}), bundle, name)
+    model = copy.deepcopy(init) if init is not None else build_model(cfg.model_copy(update={"checkpoint": None}), bundle, name)
     best = out / "best" / "student.safetensors"
     if (out / "done.json").is_file():
         phase(f"{name}: trained earlier, loading {best}", _shown(progress))
@@ -116,12 +117,29 @@ def train_teacher(recipe: Recipe, cfg: ModelConfig, bundle: DataBundle, out: Pat
     stage = recipe.model_copy(update={"epochs": epochs or getattr(cfg, "epochs", None), "output_dir": str(out)})
     if name != "baseline":  # a teacher trains its full schedule; a baseline stops as the student does
         stage = stage.model_copy(update={"early_stopping_patience": None})
+    if getattr(cfg, "optimizer", None) is not None:
+        stage = stage.model_copy(update={"optimizer": cfg.optimizer})
     if getattr(cfg, "data_params", None):
         data = recipe.data.model_copy(update={"params": recipe.data.params | cfg.data_params})
         bundle = build_data(stage.model_copy(update={"data": data})).for_teacher
     phase(f"{name}: training {_model_name(cfg)} on labels for {stage.epochs} epochs into {out}", _shown(progress))
     trainer = make_trainer(stage, Distiller(model, None, build_losses(_hard_loss(recipe))), bundle, progress, name)
     return _finish(trainer, trainer.fit(resume=resume), model, out)
+
+
+def pruned_start(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, progress: bool) -> nn.Module:
+    """The student's start under `prune:`: the trained teacher pruned (recomputed on --resume: the
+    ranking is a pure function of the teacher's weights)."""
+    from distil.prune import prune_channels
+
+    x = probe_inputs(bundle.for_teacher, "teacher_inputs")
+    example = {k: v[None] for k, v in x.items()} if isinstance(x, dict) else x[None]
+    pruned = prune_channels(teacher, example, recipe.prune.ratio, recipe.prune.norm)
+    for p in pruned.parameters():  # a copy of a frozen teacher: trainable again
+        p.requires_grad_(True)
+    phase(f"prune: removed {recipe.prune.ratio:.0%} of the teacher's channels, {count_params(teacher):,} -> "
+          f"{count_params(pruned):,} parameters", _shown(progress))
+    return pruned
 
 
 def _shown(progress: bool) -> bool:
@@ -220,9 +238,11 @@ def train_task_baselines(recipe: Recipe, bundle: DataBundle, out: Path, resume: 
 
 
 def distil_stage(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module], frozen: dict[str, nn.Module],
-                 resume: bool, progress: bool, name: str = "distil") -> tuple[Distiller, FitResult]:
+                 resume: bool, progress: bool, name: str = "distil",
+                 student: nn.Module | None = None) -> tuple[Distiller, FitResult]:
     """One distillation into `recipe.output_dir`: the teacher cache if asked, the Distiller, the
-    Trainer; afterwards the student and its companions hold their best weights, on the CPU."""
+    Trainer; afterwards the student and its companions hold their best weights, on the CPU.
+    `student`: the model to start from (else one built from the recipe)."""
     out = Path(recipe.output_dir)
     train = bundle
     if cached_teacher(recipe) is not None:  # steps read the teacher's logits; validation still runs it
@@ -231,7 +251,7 @@ def distil_stage(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module], 
     if transfer is not None and recipe.transfer.only:
         train, transfer = replace(bundle, train=transfer), None
     set_seed(recipe.seed)
-    distiller = build_distiller(recipe, train, teachers, frozen)
+    distiller = build_distiller(recipe, train, teachers, frozen, student)
     if _shown(progress):
         _warn_if_not_smaller(recipe, distiller.student, teachers)
     terms = ", ".join(term.name for term in recipe.losses)
@@ -326,17 +346,20 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, pr
         return run_estimator_recipe(recipe, bundle, out, resume, progress)
     teachers = load_teachers(recipe, bundle, out, resume, progress)
     frozen = load_frozen_models(recipe, bundle, out, resume, progress)
+    pruned = pruned_start(recipe, teachers[0], bundle, progress) if recipe.prune is not None else None
     baseline = train_teacher(recipe, recipe.student, bundle, out / "baseline", resume, progress, "baseline",
-                             recipe.epochs) if recipe.baseline else None
+                             recipe.epochs, init=pruned) if recipe.baseline else None
     task_baselines = train_task_baselines(recipe, bundle, out, resume, progress)
     stages = run_chain(recipe, bundle, teachers, out, resume, progress)
     train = bundle if recipe.data_free is None else replace(bundle, train=synthetic_train_set(recipe, teachers[0], bundle, out, progress))
-    distiller, fit = distil_stage(recipe, train, [stages[-1][1]] if stages else teachers, frozen, resume, progress)
+    distiller, fit = distil_stage(recipe, train, [stages[-1][1]] if stages else teachers, frozen, resume, progress,
+                                  student=copy.deepcopy(pruned) if pruned is not None else None)
     if not state.is_main_process:
         return RunResult(out, fit, {}, distiller.student)
     teacher = _as_teacher(recipe, teachers)
     phase("evaluating every model on the test split: accuracy, fidelity to the teacher, size, latency", progress)
-    trained = {**({"baseline": baseline} if baseline is not None else {}), **dict(stages),
+    trained = {**({"pruned": pruned} if pruned is not None else {}),
+               **({"baseline": baseline} if baseline is not None else {}), **dict(stages),
                "distilled": distiller.student, **distiller.companions()}
     metrics = {"teacher": evaluate_split(teacher, bundle.for_teacher, recipe.task, teacher)} if teacher is not None else {}
     metrics |= {name: evaluate_split(model, bundle, recipe.task, teacher) for name, model in trained.items()

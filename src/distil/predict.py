@@ -102,15 +102,13 @@ def load_predictor(source: str | Path, recipe: str | Path | None = None, threads
 
         run = load_saved_run(source)
         return Predictor(run.student.eval(), input_spec(run.recipe, run.bundle), run.recipe.task)
-    from distil.build import build_model
-    from distil.checkpoint import load_weights
+    from distil.build import saved_student
 
     weights = source / "best" / "student.safetensors" if source.is_dir() else source
     if not weights.is_file():
         raise DistilError(f"student weights not found: {weights}")
     loaded, bundle = _recipe_and_data(Path(recipe))
-    student = build_model(loaded.student.model_copy(update={"checkpoint": None}), bundle, "student")
-    return Predictor(load_weights(student, weights).eval(), input_spec(loaded, bundle), loaded.task)
+    return Predictor(saved_student(loaded, bundle, weights).eval(), input_spec(loaded, bundle), loaded.task)
 
 
 def _recipe_and_data(path: Path) -> tuple[Any, Any]:

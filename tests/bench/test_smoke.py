@@ -234,3 +234,40 @@ def test_cross_modal(tmp_path, shared_dir):
                                      "--set", "data.params.max_train=300", "--set", "teacher.data_params.max_train=300"])
     assert_all_ran(data)
     assert {r["model"] for r in data["rows"]} == {"teacher", "baseline", "distilled"}
+
+
+@pytest.fixture
+def tiny_teacher_folder(tmp_path):
+    """A save_pretrained folder (a tiny BERT and its tokenizer) standing in for MiniLM, whose package
+    the suite does not install."""
+    transformers = pytest.importorskip("transformers")
+    from distil.models import MODELS
+    from distil.text import word_tokenizer
+
+    folder = tmp_path / "teacher_folder"
+    phrases = ["a fine movie", "a dull film", "it is not good", "the best of the year"]
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=word_tokenizer(phrases), pad_token="[PAD]",
+                                                     unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]")
+    tokenizer.save_pretrained(folder)
+    MODELS.get("hf_bert_classifier")(num_classes=2, vocab_size=len(tokenizer), hidden_size=16, num_layers=1,
+                                     num_heads=2).save_pretrained(folder)
+    return folder
+
+
+def test_sst2_tang(tmp_path, shared_dir, tiny_teacher_folder):
+    sets = [f"data.params.root={shared_dir / 'data' / 'sst2'}", f"teacher.params.path={tiny_teacher_folder}"]
+    data = load("sst2_tang").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"),
+                                   "--seeds", "0", "1", *[a for s in sets for a in ("--set", s)]])
+    assert_all_ran(data)
+    rows = {r["model"]: r for r in data["rows"]}
+    assert set(rows) == {"teacher", "bilstm_labels", "bilstm_logit_mse", "bilstm_logit_mse_augmented"}
+    assert rows["teacher"]["published"] == 94.9 and rows["bilstm_labels"]["params"] > rows["teacher"]["params"]
+    assert (tmp_path / "runs" / "s1" / "augmented" / "metrics.json").is_file()
+    assert not (tmp_path / "runs" / "s1" / "plain" / "teacher").exists()  # one teacher, trained in seed 0's run
+
+
+def test_text_padding(tmp_path, shared_dir, tiny_teacher_folder):
+    data = load("text_padding").main(["--smoke", "--out", str(tmp_path), "--root", str(shared_dir / "data" / "sst2"),
+                                      "--teacher", str(tiny_teacher_folder)])
+    assert_all_ran(data)
+    assert all(r["max_abs_diff"] < 1e-4 and r["width_cut_mean"] < r["width_full"] for r in data["rows"])

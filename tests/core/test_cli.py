@@ -185,6 +185,7 @@ def test_list_shows_registered_names_with_their_summary():
     assert [line.split()[0] for line in models[1:]] == ["resnet110", "resnet20", "resnet32", "resnet32x4",
                                                          "resnet44", "resnet56", "resnet8x4"]
     assert "mnist" in invoke("list", "datasets").stdout
+    assert "also: timm:<name>" in invoke("list", "models").stdout.splitlines()[-1]
 
 
 def test_list_of_an_unknown_kind_or_an_empty_match_is_one_line():

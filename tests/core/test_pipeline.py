@@ -83,3 +83,19 @@ def test_a_student_not_smaller_than_its_teacher_is_warned_about(tmp_path, capsys
     raw |= {"student": {"model": "mlp", "params": {"hidden": [4]}}, "output_dir": str(tmp_path / "small")}
     run_recipe(recipe_from_dict(raw))
     assert "not fewer than its teacher" not in capsys.readouterr().err
+
+
+def test_a_teacher_trains_with_its_own_optimizer(tmp_path):
+    recipe = recipe_from_dict({
+        "data": {"name": "digits", "batch_size": 64},
+        "teacher": {"model": "mlp", "params": {"hidden": [32]}, "epochs": 2,
+                    "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.0}},
+        "student": {"model": "mlp", "params": {"hidden": [8]}},
+        "losses": [{"name": "hinton_kd"}],
+        "optimizer": {"name": "adamw", "lr": 0.003}, "schedule": {"name": "constant"},
+        "epochs": 2, "output_dir": str(tmp_path / "run"),
+    })
+    run_recipe(recipe, progress=False)
+    lrs = {stage: [json.loads(line)["lr"] for line in (tmp_path / "run" / folder / "metrics.jsonl").read_text().splitlines()]
+           for stage, folder in (("teacher", "teacher"), ("student", "."))}
+    assert lrs == {"teacher": [0.05, 0.05], "student": [0.003, 0.003]}

@@ -94,10 +94,14 @@ def test_sst2_with_a_local_hugging_face_tokenizer(shared_dir, tmp_path):
     fast = PreTrainedTokenizerFast(tokenizer_object=word_tokenizer(["a fine movie", "a dull film"]),
                                    pad_token="[PAD]", unk_token="[UNK]", mask_token="[MASK]")
     fast.save_pretrained(tmp_path / "tok")
-    bundle = DATASETS.get("sst2")(root=str(shared_dir / "data" / "sst2"), max_train=20, tokenizer=str(tmp_path / "tok"))
+    root = str(shared_dir / "data" / "sst2")
+    bundle = DATASETS.get("sst2")(root=root, max_train=20, tokenizer=str(tmp_path / "tok"), student_tokenizer="teacher")
     assert bundle.model_kwargs["vocab_size"] == len(fast) == 10
     assert set(bundle.train[0]) == {"input_ids", "attention_mask", "labels"}
     assert int(bundle.test[0]["input_ids"][0]) == fast.convert_tokens_to_ids("[CLS]")
+    pairs = DATASETS.get("sst2")(root=root, max_train=20, vocab_size=3000, tokenizer=str(tmp_path / "tok"))
+    assert pairs.model_kwargs["vocab_size"] == 3000 and pairs.teacher_data.model_kwargs["vocab_size"] == 10
+    assert torch.equal(pairs.test[0]["teacher_inputs"]["input_ids"], bundle.test[0]["input_ids"])
     with pytest.raises(DistilError, match="not a folder"):
         DATASETS.get("sst2")(root=str(shared_dir / "data" / "sst2"), tokenizer=str(tmp_path / "missing"))
 
@@ -154,22 +158,20 @@ def _agreement_of_untrained_student(recipe, bundle, teacher) -> float:
     return metrics["agreement"]
 
 
-def test_run_bert_to_bilstm_on_augmented_transfer_set(tmp_path):
-    recipe = load_recipe(RECIPES / "toy_bert_to_bilstm.yaml",
-                         SHRINK + ["data.params.augment.n_per_sentence=4", f"output_dir={tmp_path}"])
+def test_toy_recipe_leaves_a_gap_that_distillation_closes(tmp_path):
+    """The recipe as shipped (about 40 s on one core): a student with 100 labels learns far less
+    than the teacher trained on 1,000; the teacher's logits on the augmented copies close most of it."""
+    recipe = load_recipe(RECIPES / "toy_bert_to_bilstm.yaml", [f"output_dir={tmp_path}"])
     result = run_recipe(recipe, progress=False)
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(saved) == {"teacher", "distilled"}
+    assert set(saved) == {"teacher", "baseline", "distilled"}
     assert {"accuracy", "nll", "params", "latency_ms", "size_bytes"} <= set(saved["teacher"])
     assert {"accuracy", "agreement", "kl", "logit_diff", "params"} <= set(saved["distilled"])
     assert (tmp_path / "teacher" / "done.json").is_file()  # teacher stage ran first
     teacher_log = (tmp_path / "teacher" / "metrics.jsonl").read_text().splitlines()
-    assert len(teacher_log) == 6 and saved["teacher"]["accuracy"] > 0.9
-
-    bundle = build_data(recipe)
-    teacher = load_weights(build_model(recipe.teachers[0], bundle, "teacher"), tmp_path / "teacher" / "best" / "student.safetensors")
-    before = _agreement_of_untrained_student(recipe, bundle, teacher)
-    assert saved["distilled"]["agreement"] > before + 0.2, (before, saved["distilled"])
+    assert len(teacher_log) == 10 and saved["teacher"]["accuracy"] > 0.95
+    assert saved["baseline"]["accuracy"] < 0.85  # 100 labels are not enough on their own
+    assert saved["distilled"]["accuracy"] > saved["baseline"]["accuracy"] + 0.15, saved
     assert result.metrics == saved
 
 

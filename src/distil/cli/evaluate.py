@@ -83,15 +83,13 @@ class SavedRun(NamedTuple):
 
 def load_saved_run(checkpoint: Path, overrides: Sequence[str] = ()) -> SavedRun:
     """Rebuild a run's data and student, best weights loaded, for eval, inspect and export."""
-    from distil.build import build_data, build_model
-    from distil.checkpoint import load_weights
+    from distil.build import build_data, saved_student
     from distil.config import load_recipe
 
     folder, weights = find_run(checkpoint)
     recipe = load_recipe(folder / "recipe.yaml", list(overrides))
     bundle = build_data(recipe)
-    student = build_model(recipe.student.model_copy(update={"checkpoint": None}), bundle, "student")
-    return SavedRun(folder, weights, recipe, bundle, load_weights(student, weights))
+    return SavedRun(folder, weights, recipe, bundle, saved_student(recipe, bundle, weights))
 
 
 def evaluate_checkpoint(checkpoint: Path, data: str | None, overrides: list[str], split: str) -> dict:

@@ -53,3 +53,6 @@ def main(
     if not console.is_terminal:  # files and pipes: whole lines, not wrapped at 80 columns
         console = Console(width=200)
     console.print(table)
+    if kind == "models" and pattern is None:
+        console.print("also: timm:<name>, any of timm's models (with timm installed: make install-vision), and "
+                      "package.module:factory, your own (listed under imports:)")

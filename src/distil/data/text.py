@@ -16,7 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from distil.data.base import DATASETS, DataBundle
 from distil.errors import DistilError
+from distil.packaged import local_folder
 from distil.types import Count, Fraction, Length, PositiveInt, Seed, validated
 
 IGNORE_INDEX = -100
@@ -85,9 +86,38 @@ def _encode(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, Tens
     return {"input_ids": out["input_ids"].long(), "attention_mask": out["attention_mask"].long()}
 
 
-def _classification_bundle(tokenizer: Any, vocab_size: int, splits: dict[str, tuple[list[str], list[int]]],
-                           extra: list[str], max_length: int, num_classes: int) -> TextBundle:
-    """Encode every split in one call (one padded width for all), unlabelled `extra` rows join train."""
+def vocab_size_of(tokenizer: Any) -> int:
+    return tokenizer.get_vocab_size() if hasattr(tokenizer, "get_vocab_size") else len(tokenizer)
+
+
+class TokenPairs(Dataset):
+    """Texts tokenized twice (cross-tokenizer pairs): the student's ids as the model inputs and the
+    teacher's under `teacher_inputs`, which frozen teachers read (`distil.distiller`). Batches are
+    gathered straight from the tensors, like `TextDataset`."""
+
+    def __init__(self, student: dict[str, Tensor], teacher: dict[str, Tensor], labels: Tensor):
+        self.student, self.teacher, self.labels = student, teacher, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**{k: v[i] for k, v in self.student.items()}, "labels": self.labels[i],
+                "teacher_inputs": {k: v[i] for k, v in self.teacher.items()}}
+
+    def batch_gatherer(self, device: torch.device | None = None):
+        move = (lambda t: t.to(device)) if device is not None else (lambda t: t)  # noqa: E731
+        student, teacher = {k: move(v) for k, v in self.student.items()}, {k: move(v) for k, v in self.teacher.items()}
+        labels = move(self.labels)
+        return lambda index: {**{k: v[index] for k, v in student.items()}, "labels": labels[index],
+                              "teacher_inputs": {k: v[index] for k, v in teacher.items()}}
+
+
+def _classification_bundle(tokenizer: Any, splits: dict[str, tuple[list[str], list[int]]], extra: list[str],
+                           max_length: int, num_classes: int, student_tokenizer: Any = None) -> TextBundle:
+    """Encode every split in one call (one padded width for all), unlabelled `extra` rows join train.
+    A `student_tokenizer` of its own makes cross-tokenizer pairs: the splits carry both encodings and
+    `teacher_data` the teacher's alone (the student's vocabulary then need not be the teacher's)."""
     from distil.text.tokenize import TextDataset
 
     texts, labels, bounds = [], [], {}
@@ -98,13 +128,42 @@ def _classification_bundle(tokenizer: Any, vocab_size: int, splits: dict[str, tu
         if name == "train":
             texts += extra
             labels += [IGNORE_INDEX] * len(extra)
-    inputs = _encode(tokenizer, texts, max_length)
     y = torch.tensor(labels, dtype=torch.long)
-    data = {name: TextDataset({k: v[a:b] for k, v in inputs.items()}, labels=y[a:b]) for name, (a, b) in bounds.items()}
-    width = inputs["input_ids"].shape[1]
-    return TextBundle(data["train"], data["val"], data["test"], num_classes, (width,), "classification",
-                      tokenizer=tokenizer, model_kwargs={"vocab_size": vocab_size},
-                      preprocessing=tokenizer_preprocessing(tokenizer, width, vocab_size))
+
+    def bundle(tok: Any, make: Callable[[str, int, int], Dataset], inputs: dict[str, Tensor]) -> TextBundle:
+        data = {name: make(name, a, b) for name, (a, b) in bounds.items()}
+        width, size = inputs["input_ids"].shape[1], vocab_size_of(tok)
+        return TextBundle(data["train"], data["val"], data["test"], num_classes, (width,), "classification",
+                          tokenizer=tok, model_kwargs={"vocab_size": size},
+                          preprocessing=tokenizer_preprocessing(tok, width, size))
+
+    teacher = _encode(tokenizer, texts, max_length)
+    plain = bundle(tokenizer, lambda _, a, b: TextDataset({k: v[a:b] for k, v in teacher.items()}, labels=y[a:b]),
+                   teacher)
+    if student_tokenizer is None or student_tokenizer is tokenizer:
+        return plain
+    student = _encode(student_tokenizer, texts, max_length)
+    pairs = bundle(student_tokenizer, lambda _, a, b: TokenPairs({k: v[a:b] for k, v in student.items()},
+                                                                  {k: v[a:b] for k, v in teacher.items()}, y[a:b]),
+                   student)
+    pairs.teacher_data = plain
+    pairs.preprocessing["teacher_tokenizer"] = plain.preprocessing["tokenizer"]
+    return pairs
+
+
+def _tokenizers(tokenizer: str | None, student_tokenizer: str, words: Callable[[], Any]) -> tuple[Any, Any]:
+    """(the teacher's tokenizer, the student's). `tokenizer` names a local Hugging Face folder for the
+    teacher (a pre-trained one reads its own ids); the student then gets `words()`, the data set's word
+    vocabulary built from the training text, unless `student_tokenizer` is "teacher" (the teacher's
+    ids: a student initialised from the teacher) or a folder of its own. Without `tokenizer` both
+    read the word vocabulary, unless `student_tokenizer` names a folder."""
+    own = words() if tokenizer is None or student_tokenizer == "words" else None
+    teacher = _hf_tokenizer(tokenizer, "tokenizer") if tokenizer is not None else own
+    if student_tokenizer == "words":
+        return teacher, own
+    if student_tokenizer == "teacher":
+        return teacher, teacher
+    return teacher, _hf_tokenizer(student_tokenizer, "student_tokenizer")
 
 
 def tokenizer_preprocessing(tokenizer: Any, length: int, vocab_size: int) -> dict[str, Any]:
@@ -159,21 +218,23 @@ def toy_sentiment(
     n_test: Count = 400,
     max_length: MaxLength = 24,
     augment: AugmentOptions | None = None,
+    tokenizer: str | None = None,
+    student_tokenizer: str = "words",
     seed: Seed = 0,
 ) -> TextBundle:
     """Binary sentiment over template sentences (seeded), with a fixed word vocabulary of
     TOY_SENTIMENT_VOCAB_SIZE tokens, so its ids never depend on the sizes or seed.
 
     `augment` adds Tang et al.'s unlabelled perturbed copies (label -100) to the training split.
+    `tokenizer` / `student_tokenizer`: as for `sst2`.
     """
     _require("tokenizers")
     from distil.text.tokenize import fixed_word_tokenizer
 
-    tokenizer = fixed_word_tokenizer(TOY_WORDS)
+    teacher, student = _tokenizers(tokenizer, student_tokenizer, lambda: fixed_word_tokenizer(TOY_WORDS))
     train = toy_sentences(n_train, seed)
     splits = {"train": train, "val": toy_sentences(n_val, seed + 1), "test": toy_sentences(n_test, seed + 2)}
-    return _classification_bundle(tokenizer, tokenizer.get_vocab_size(), splits, _augmented(train[0], augment),
-                                  max_length, 2)
+    return _classification_bundle(teacher, splits, _augmented(train[0], augment), max_length, 2, student)
 
 
 # ----- SST-2 from the shared folder -----
@@ -194,14 +255,17 @@ def sst2(
     min_frequency: Annotated[int, Field(gt=0, le=2**31)] = 1,
     augment: AugmentOptions | None = None,
     tokenizer: str | None = None,
+    student_tokenizer: str = "words",
     seed: Seed = 0,
 ) -> TextBundle:
     """SST-2 binary sentiment: GLUE train (67,349 phrases), validation (872), labelled test (1,821).
 
     The word vocabulary (at most `vocab_size` words, by frequency) is built from the *whole*
     training file, so `max_train` (a seeded random subset) and `augment` never change token ids.
-    `tokenizer` names a local Hugging Face tokenizer folder to use instead (for a pre-trained
-    teacher); it is never downloaded.
+    `tokenizer` names a local Hugging Face tokenizer folder (never downloaded) for a pre-trained
+    teacher; `distil run` fills it from an `hf_pretrained` teacher's folder. The student keeps the
+    small word vocabulary (the teacher reads its own ids beside it, `TokenPairs`) unless
+    `student_tokenizer` is "teacher" or a folder of its own.
     """
     folder = Path(root)
     files = {s: folder / f"{s}.jsonl.gz" for s in ("train", "validation", "test")}
@@ -212,29 +276,32 @@ def sst2(
             "train/validation/test.jsonl.gz, see its README.md); set data.params.root"
         )
     train = _read_jsonl(files["train"])
-    if tokenizer is not None:
-        tok = _hf_tokenizer(tokenizer)
-        size = len(tok)
-    else:
+
+    def words() -> Any:
         _require("tokenizers")
         from distil.text.tokenize import word_tokenizer
 
-        tok = word_tokenizer(train[0], vocab_size=vocab_size, min_frequency=min_frequency)
-        size = tok.get_vocab_size()
+        return word_tokenizer(train[0], vocab_size=vocab_size, min_frequency=min_frequency)
+
+    teacher, student = _tokenizers(tokenizer, student_tokenizer, words)
     if max_train is not None and max_train < len(train[0]):
         keep = sorted(random.Random(seed).sample(range(len(train[0])), max_train))
         train = ([train[0][i] for i in keep], [train[1][i] for i in keep])
     splits = {"train": train, "val": _read_jsonl(files["validation"]), "test": _read_jsonl(files["test"])}
-    return _classification_bundle(tok, size, splits, _augmented(train[0], augment), max_length, 2)
+    return _classification_bundle(teacher, splits, _augmented(train[0], augment), max_length, 2, student)
 
 
-def _hf_tokenizer(path: str) -> Any:
-    if not Path(path).is_dir():
-        raise DistilError(f"tokenizer: {path} is not a folder; give a local tokenizer saved with save_pretrained")
+def _hf_tokenizer(path: str, field: str) -> Any:
+    """A local tokenizer folder (or `package:NAME/sub`, one an installed package carries)."""
+    folder = local_folder(path)
+    if not folder.is_dir():
+        raise DistilError(f"{field}: {path} is not a folder; give a local tokenizer saved with save_pretrained")
     _require("transformers")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    tokenizer.name_or_path = str(path)  # as the recipe names it, wherever the package lives
+    return tokenizer
 
 
 # ----- character-level language modelling -----

@@ -12,13 +12,13 @@ reads a local folder with `local_files_only=True`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from torch import nn
 
 from distil.errors import DistilError
 from distil.models.base import MODELS
+from distil.packaged import local_folder
 from distil.types import Depth, Fraction, Width, validated
 
 
@@ -132,7 +132,7 @@ def hf_pretrained(
     with `teacher.epochs`. language_modeling: `AutoModelForCausalLM`, whose vocabulary must cover
     the data's `num_classes` tokens. `distil run` fills `num_classes` from the data.
     """
-    folder = Path(path)
+    folder = local_folder(path)
     if not (folder / "config.json").is_file():
         raise DistilError(
             f"hf_pretrained: {folder} holds no config.json; give a local folder written by save_pretrained "
