@@ -324,6 +324,43 @@ class PruneConfig(_Strict):
     norm: Literal[1, 2] = Field(2, description="channels with the smallest L1 or L2 weight norm go")
 
 
+class SearchRange(_Strict):
+    """A float range Optuna samples from (`log: true`: on a log scale)."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SearchRange":
+        if not self.low < self.high or (self.log and self.low <= 0):
+            raise ValueError(f"needs low < high{' and low > 0 on a log scale' if self.log else ''}, got {self.low}, {self.high}")
+        return self
+
+
+class SweepConfig(_Strict):
+    """`distil sweep`: a family of students distilled from the recipe's teacher with its schedule,
+    each a run of its own under `<output_dir>/points/`, compared on accuracy, latency and size."""
+
+    students: dict[str, ModelConfig] = Field(min_length=1, description="name -> a student section (model, params)")
+    trials: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        0, description="Optuna trials per student over `search` (0: the recipe's settings as they are)")
+    search: dict[str, SearchRange | Annotated[list[Any], Field(min_length=1)]] = Field(
+        default_factory=dict, description="recipe fields as --set names them (losses[0].temperature) -> "
+        "{low, high, log} or a list of choices")
+    workers: Annotated[int, Field(ge=1, le=256)] = Field(
+        1, description="points run at once, each in its own process (without trials)")
+
+    @model_validator(mode="after")
+    def _search_needs_trials(self) -> "SweepConfig":
+        if bool(self.search) != bool(self.trials):
+            raise ValueError("trials and search go together: trials: N samples N settings of search per student")
+        bad = [n for n in self.students if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", n)]
+        if bad:
+            raise ValueError(f"students: {bad[0]!r} must be a plain name (letters, digits, _ . -): it names a folder")
+        return self
+
+
 class EstimatorConfig(_Strict):
     """A student that is not a network: a scikit-learn estimator fitted once to the teacher's
     outputs on the training inputs (and any `transfer:` set), instead of trained by loss terms."""
@@ -383,6 +420,8 @@ class Recipe(TrainConfig):
     tasks: dict[str, DataConfig] = Field(
         default_factory=dict, description="further tasks, each a data set of its own (multi-task runs, BAM): models "
         "with task: <name> read it, a batch of each task beside every batch of the run's data")
+    sweep: SweepConfig | None = Field(None, description="students to compare (distil sweep): each distilled "
+                                      "with this recipe, the Pareto front of accuracy against latency and size")
     prune: PruneConfig | None = Field(None, description="the student is the trained teacher pruned (its student "
                                       "section may be left out), distilled back from it")
     baseline: bool = Field(False, description="also train the student on hard labels alone (same seed and schedule) "
@@ -393,12 +432,16 @@ class Recipe(TrainConfig):
 
     @model_validator(mode="before")
     @classmethod
-    def _pruned_student(cls, data: Any) -> Any:
-        """With `prune:`, the student is the teacher's architecture: filled in when left out."""
-        if isinstance(data, dict) and data.get("prune") is not None and "student" not in data:
-            teacher = data.get("teacher")
-            if isinstance(teacher, dict) and "model" in teacher:
-                data = {**data, "student": {"model": teacher["model"], "params": teacher.get("params", {})}}
+    def _implied_student(cls, data: Any) -> Any:
+        """The student may be left out where the recipe implies it: with `prune:` it is the teacher's
+        architecture, in a sweep the first of its students."""
+        if not isinstance(data, dict) or "student" in data:
+            return data
+        teacher, sweep = data.get("teacher"), data.get("sweep")
+        if data.get("prune") is not None and isinstance(teacher, dict) and "model" in teacher:
+            return {**data, "student": {"model": teacher["model"], "params": teacher.get("params", {})}}
+        if isinstance(sweep, dict) and isinstance(sweep.get("students"), dict) and sweep["students"]:
+            return {**data, "student": next(iter(sweep["students"].values()))}
         return data
 
     @model_validator(mode="after")

@@ -327,6 +327,8 @@ def evaluate_split(model: nn.Module, bundle: DataBundle, task: str, teacher: nn.
 def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, progress: bool = True) -> RunResult:
     """The whole run. Under torchrun / accelerate launch every process calls this: the main one
     prepares the folder and evaluates at the end (the others return empty metrics); training is shared."""
+    if recipe.sweep is not None:
+        raise ConfigError("sweep: this recipe compares several students; run it with distil sweep")
     bundle = build_tasks(recipe, build_data(recipe))
     if recipe.data_free is not None:  # nothing below may read a real training input
         bundle = replace(bundle, train=None)

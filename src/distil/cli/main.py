@@ -75,10 +75,10 @@ def friendly(fn: Callable) -> Callable:
 
 
 def _register() -> None:
-    from distil.cli import cascade, demo, evaluate, export, inspect, predict, report, run
+    from distil.cli import cascade, demo, evaluate, export, inspect, predict, report, run, sweep
     from distil.cli import list as list_
 
-    for module in (run, demo, evaluate, report, inspect, export, predict, cascade, list_):
+    for module in (run, sweep, demo, evaluate, report, inspect, export, predict, cascade, list_):
         app.command(module.NAME, help=module.main.__doc__)(friendly(module.main))
     from distil.cli import validate
 
