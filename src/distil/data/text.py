@@ -130,22 +130,21 @@ def _classification_bundle(tokenizer: Any, splits: dict[str, tuple[list[str], li
             labels += [IGNORE_INDEX] * len(extra)
     y = torch.tensor(labels, dtype=torch.long)
 
-    def bundle(tok: Any, make: Callable[[str, int, int], Dataset], inputs: dict[str, Tensor]) -> TextBundle:
-        data = {name: make(name, a, b) for name, (a, b) in bounds.items()}
+    def bundle(tok: Any, make: Callable[[int, int], Dataset], inputs: dict[str, Tensor]) -> TextBundle:
+        """The splits as `make(start, end)` cuts them from rows encoded by `tok`."""
+        data = {name: make(a, b) for name, (a, b) in bounds.items()}
         width, size = inputs["input_ids"].shape[1], vocab_size_of(tok)
         return TextBundle(data["train"], data["val"], data["test"], num_classes, (width,), "classification",
                           tokenizer=tok, model_kwargs={"vocab_size": size},
                           preprocessing=tokenizer_preprocessing(tok, width, size))
 
     teacher = _encode(tokenizer, texts, max_length)
-    plain = bundle(tokenizer, lambda _, a, b: TextDataset({k: v[a:b] for k, v in teacher.items()}, labels=y[a:b]),
-                   teacher)
+    plain = bundle(tokenizer, lambda a, b: TextDataset({k: v[a:b] for k, v in teacher.items()}, labels=y[a:b]), teacher)
     if student_tokenizer is None or student_tokenizer is tokenizer:
         return plain
     student = _encode(student_tokenizer, texts, max_length)
-    pairs = bundle(student_tokenizer, lambda _, a, b: TokenPairs({k: v[a:b] for k, v in student.items()},
-                                                                  {k: v[a:b] for k, v in teacher.items()}, y[a:b]),
-                   student)
+    pairs = bundle(student_tokenizer, lambda a, b: TokenPairs({k: v[a:b] for k, v in student.items()},
+                                                               {k: v[a:b] for k, v in teacher.items()}, y[a:b]), student)
     pairs.teacher_data = plain
     pairs.preprocessing["teacher_tokenizer"] = plain.preprocessing["tokenizer"]
     return pairs
