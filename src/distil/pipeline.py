@@ -64,7 +64,7 @@ def prepare_output_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
     if saved.is_file() and overwrite:
         shutil.rmtree(out)
     elif saved.is_file():
-        changed = _differences(_saved_recipe(saved), recipe.model_dump(mode="json"))
+        changed = recipe_changes(out, recipe)
         if not resume:
             what = f"a different run (recipe differs in: {', '.join(changed)})" if changed else "a run"
             raise ConfigError(f"{out} already holds {what}; pass --resume to continue it or --overwrite to replace it")
@@ -77,6 +77,11 @@ def prepare_output_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(saved, dump_recipe(recipe))
     return out
+
+
+def recipe_changes(out: Path, recipe: Recipe) -> list[str]:
+    """The top-level fields in which `recipe` differs from the one the run folder `out` was made with."""
+    return _differences(_saved_recipe(out / "recipe.yaml"), recipe.model_dump(mode="json"))
 
 
 def _saved_recipe(saved: Path) -> dict[str, Any]:

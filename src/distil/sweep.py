@@ -90,11 +90,11 @@ def _run_point(recipe: Recipe, progress: bool, threads: int | None = None) -> tu
         import torch
 
         torch.set_num_threads(threads)
-    from distil.pipeline import _differences, _saved_recipe
+    from distil.pipeline import recipe_changes
 
     out = Path(recipe.output_dir)
     done = out / "sweep_point.json"
-    if done.is_file() and not _differences(_saved_recipe(out / "recipe.yaml"), recipe.model_dump(mode="json")):
+    if done.is_file() and not recipe_changes(out, recipe):
         saved = json.loads(done.read_text())
         return saved["metrics"], saved["val_metric"]
     # an unfinished point continues; one run with other settings continues if only its length

@@ -479,7 +479,7 @@ class Trainer:
         for name, task_batch in (parts.get("tasks") or {}).items():
             labels, task = split_batch(task_batch).get("labels"), self.tasks.get(name)
             if task is not None and task.num_classes and labels is not None:
-                check_label_range(labels, self.tasks[name].num_classes, f" of task {name}")
+                check_label_range(labels, task.num_classes, f" of task {name}")
 
     def _check_finite(self, parts: dict[str, torch.Tensor]) -> None:
         """Stop at a non-finite loss; no checkpoint is written from a bad state, so the last one

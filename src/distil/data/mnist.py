@@ -17,15 +17,21 @@ from distil.data.jitter import ShiftJitter
 from distil.errors import DistilError
 from distil.types import Seed, validated
 
+# The options both MNIST-shaped sets take, with one set of bounds (`_bundle` applies them).
+Layout = Literal["flat", "image"]
+ValSize = Annotated[int, Field(ge=0, le=30_000)]
+TrainCap = Annotated[int, Field(gt=0, le=60_000)]
+Shift = Annotated[int, Field(ge=0, le=4)]
+
 
 @DATASETS.register
 @validated
 def mnist(
     root: str = "../shared/data/mnist",
-    layout: Literal["flat", "image"] = "flat",
-    val_size: Annotated[int, Field(ge=0, le=30_000)] = 5_000,
-    max_train: Annotated[int, Field(gt=0, le=60_000)] | None = None,
-    jitter: Annotated[int, Field(ge=0, le=4)] = 0,
+    layout: Layout = "flat",
+    val_size: ValSize = 5_000,
+    max_train: TrainCap | None = None,
+    jitter: Shift = 0,
     seed: Seed = 0,
 ) -> DataBundle:
     """The 70,000 MNIST digits: training images 0..59,999 and the 10,000 test images, as published.
@@ -49,10 +55,10 @@ def mnist(
 @validated
 def fashion_mnist(
     root: str = "/usr/share/datasets/fashion-mnist",
-    layout: Literal["flat", "image"] = "flat",
-    val_size: Annotated[int, Field(ge=0, le=30_000)] = 5_000,
-    max_train: Annotated[int, Field(gt=0, le=60_000)] | None = None,
-    jitter: Annotated[int, Field(ge=0, le=4)] = 0,
+    layout: Layout = "flat",
+    val_size: ValSize = 5_000,
+    max_train: TrainCap | None = None,
+    jitter: Shift = 0,
     seed: Seed = 0,
 ) -> DataBundle:
     """Fashion-MNIST (Xiao et al. 2017): 70,000 28x28 images of 10 kinds of clothing, 60k / 10k.
