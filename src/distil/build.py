@@ -6,6 +6,7 @@ one-line ConfigError naming the recipe field, before any training starts.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import replace
 from pathlib import Path
@@ -294,7 +295,7 @@ def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module
     peers and followers built here, after the student (so its initial weights depend on the seed
     alone, as in a run without them), frozen ones given by name (loaded by the pipeline). A given
     `student` (a pruned copy of the teacher) starts from its own weights."""
-    student = student if student is not None else build_model(recipe.student, bundle, "student")
+    student = build_student(recipe, bundle, student)
     models = {name: build_companion(cfg, bundle, name, student) or (frozen or {})[name]
               for name, cfg in recipe.models.items()}
     check_outputs({"student": student, **{f"teacher{'' if len(teachers) == 1 else f'[{i}]'}": t for i, t in enumerate(teachers)}}, bundle)
@@ -309,17 +310,31 @@ def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module
                      cross_modal=bundle.teacher_data is not None, tasks=model_tasks(recipe))
 
 
+def build_student(recipe: Recipe, bundle: DataBundle, start: nn.Module | None = None, *,
+                  checkpoint: bool = True) -> nn.Module:
+    """The run's student: `start` (a pruned copy of the teacher) or one built from the recipe
+    (without its `checkpoint` unless `checkpoint`), made quantisation-aware under `qat: true`."""
+    if start is None:
+        cfg = recipe.student if checkpoint else recipe.student.model_copy(update={"checkpoint": None})
+        start = build_model(cfg, bundle, "student")
+    if not recipe.qat:
+        return start
+    from distil.qat import prepare_qat
+
+    example = probe_inputs(bundle)
+    return prepare_qat(start, example[None] if isinstance(example, torch.Tensor) else example)
+
+
 def saved_student(recipe: Recipe, bundle: DataBundle, weights: Path) -> nn.Module:
     """A run's student rebuilt from its recipe with `weights` loaded (narrowed first when pruned)."""
-    student = build_model(recipe.student.model_copy(update={"checkpoint": None}), bundle, "student")
     if recipe.prune is not None:
         from distil.prune import load_pruned
 
-        return load_pruned(student, weights)
-    return load_weights(student, weights)
+        return load_pruned(build_model(recipe.student.model_copy(update={"checkpoint": None}), bundle, "student"), weights)
+    return load_weights(build_student(recipe, bundle, checkpoint=False), weights)
 
 
-PRUNE_REFUSES = ("models", "chain", "federated", "data_free", "cross_modal", "tasks", "on_policy")
+PRUNE_REFUSES = ("models", "chain", "federated", "data_free", "cross_modal", "tasks", "on_policy", "qat")
 
 
 def check_prune(recipe: Recipe) -> None:
@@ -389,7 +404,7 @@ def check_model_names(recipe: Recipe) -> None:
                           "give a teacher, and no models")
 
 
-ESTIMATOR_REFUSES = ("models", "chain", "federated", "data_free", "mix", "on_policy", "cross_modal")
+ESTIMATOR_REFUSES = ("models", "chain", "federated", "data_free", "mix", "on_policy", "cross_modal", "qat")
 
 
 def check_estimator_recipe(recipe: Recipe, bundle: DataBundle) -> None:
@@ -475,7 +490,11 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
     check_tasks(recipe)
     if set(recipe.tasks) != set(bundle.tasks):  # a bundle of the run's data alone
         bundle = build_tasks(recipe, bundle)
+    if recipe.qat and (recipe.federated or recipe.tasks):
+        raise ConfigError(f"qat: cannot be combined with {'federated' if recipe.federated else 'tasks'} yet")
     models = {"student": build_model(recipe.student, bundle, "student")}
+    if recipe.qat:  # a student the fake quantisation cannot wrap says so now, not at the first step
+        build_student(recipe, bundle, copy.deepcopy(models["student"]))
     if recipe.student.model == "hf_pretrained" and hasattr(getattr(bundle, "tokenizer", None), "encode_batch"):
         raise ConfigError("student: an hf_pretrained student reads its own tokenizer's ids, but the data gives it the "
                           "word vocabulary; set data.params.student_tokenizer to its tokenizer folder (or to teacher)")

@@ -424,6 +424,8 @@ class Recipe(TrainConfig):
                                       "with this recipe, the Pareto front of accuracy against latency and size")
     prune: PruneConfig | None = Field(None, description="the student is the trained teacher pruned (its student "
                                       "section may be left out), distilled back from it")
+    qat: bool = Field(False, description="quantisation-aware: the student trains with int8 simulated (fake "
+                      "quantisation, batch norm folded), for an int8 export that keeps its accuracy (distil.qat)")
     baseline: bool = Field(False, description="also train the student on hard labels alone (same seed and schedule) "
                            "and report it beside the distilled one")
     imports: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]] = Field(

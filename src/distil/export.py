@@ -39,10 +39,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distil.batch import first_sample, repeat_sample, split_batch
+from distil.batch import first_sample, repeat_sample, split_batch, trim_padding
 from distil.errors import DistilError
-from distil.evaluate import accuracy, agreement, eval_mode, latency_ms, predict, size_bytes
-from distil.teacher import as_logits
+from distil.evaluate import accuracy, agreement, eval_mode, language_model_metrics, latency_ms, predict, size_bytes
+from distil.teacher import as_logits, call_model
 
 EXTRA = ("onnx", "onnxruntime", "onnxscript")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # onnxruntime's CalibrationMethod.MinMax, ...
@@ -79,25 +79,52 @@ def _quiet() -> Iterator[None]:
 
 
 class _LogitsOnly(nn.Module):
-    """Exports one output, the logits, whatever the student returns (tensor, tuple, `.logits`)."""
+    """Exports one output, the logits, whatever the student returns (tensor, tuple, `.logits`).
+    `names` are the keyword inputs of dict-input students (Hugging Face style), in file order;
+    None for a student that takes one tensor."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, names: list[str] | None = None):
         super().__init__()
-        self.model = model
+        self.model, self.names = model, names
 
-    def forward(self, inputs: Tensor) -> Tensor:
-        return as_logits(self.model(inputs))
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return as_logits(call_model(self.model, inputs[0] if self.names is None else dict(zip(self.names, inputs))))
 
 
 def _one_tensor(inputs: Any) -> Tensor:
     if isinstance(inputs, Tensor):
         return inputs
     if isinstance(inputs, Mapping):
-        raise DistilError(
-            f"ONNX export takes students with one tensor input; this one takes a dict ({', '.join(inputs)}), "
-            "as Hugging Face models do, which distil export does not support yet"
-        )
+        raise DistilError(f"this step takes students with one tensor input; this one takes a dict ({', '.join(inputs)})")
     raise DistilError(f"ONNX export needs an example input tensor, got {type(inputs).__name__}")
+
+
+def _named_inputs(inputs: Any) -> tuple[list[str], tuple[Tensor, ...]]:
+    """The file's input names and example tensors: `inputs` for one tensor, else the dict's keys."""
+    if isinstance(inputs, Mapping):
+        if not inputs or not all(isinstance(v, Tensor) for v in inputs.values()):
+            raise DistilError("ONNX export needs a dict of tensors as example inputs, e.g. input_ids and attention_mask")
+        return list(inputs), tuple(inputs.values())
+    return [INPUT_NAME], (_one_tensor(inputs),)
+
+
+def _traceable(tensors: tuple[Tensor, ...], dynamic_batch: bool) -> tuple[tuple[Tensor, ...], tuple[dict, ...] | None]:
+    """Example tensors the exporter can keep dynamic, and their dynamic dimensions: the batch (dim 0)
+    of every input, and for dict inputs the sequence (dim 1) of those shaped like the first, as
+    `attention_mask` is like `input_ids`. torch.export fixes a dimension it sees with size 1, so a
+    one-sample batch is repeated and a one-token sequence gets a padding column (mask 0)."""
+    if not dynamic_batch:
+        return tensors, None
+    if tensors[0].shape[0] < 2:
+        tensors = tuple(repeat_sample(t, 2) for t in tensors)
+    lead = tuple(tensors[0].shape[:2])
+    sequence = len(tensors) > 1 and len(lead) == 2
+    if sequence and lead[1] < 2:
+        tensors = tuple(torch.cat([t, torch.zeros_like(t[:, :1])], 1) if tuple(t.shape[:2]) == lead else t for t in tensors)
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    shapes = tuple({0: batch, 1: length} if sequence and tuple(t.shape[:2]) == tuple(tensors[0].shape[:2]) else {0: batch}
+                   for t in tensors)
+    return tensors, shapes
 
 
 def _reason(error: BaseException) -> str:
@@ -108,30 +135,44 @@ def _reason(error: BaseException) -> str:
 
 
 def export_onnx(
-    model: nn.Module, example_inputs: Tensor, path: str | os.PathLike, *, dynamic_batch: bool = True, opset: int | None = None
+    model: nn.Module, example_inputs: Tensor | Mapping[str, Tensor], path: str | os.PathLike, *,
+    dynamic_batch: bool = True, opset: int | None = None,
 ) -> Path:
-    """Write `model` as an ONNX file with input `inputs` and output `logits`; returns the path.
+    """Write `model` as an ONNX file with output `logits`; returns the path.
 
-    `example_inputs` is one batch (batch dimension first) on the model's device. With
-    `dynamic_batch` the file accepts any batch size; the trace uses at least two samples because
-    torch.export fixes a dimension that it sees with size 1. `opset` None means the exporter's
+    `example_inputs` is one batch (batch dimension first) on the model's device: a tensor, which
+    becomes the input `inputs`, or a dict of tensors (a Hugging Face or text student's
+    `input_ids`, `attention_mask`, ...), which become inputs of those names. With `dynamic_batch`
+    the file accepts any batch size and, for dict inputs, any sequence length. Language models give
+    logits for every position, (batch, sequence, vocabulary). `opset` None means the exporter's
     default. The file is written under a temporary name and renamed into place.
     """
     require_export_extra()
-    example = _one_tensor(example_inputs)
-    if dynamic_batch and example.shape[0] < 2:
-        example = repeat_sample(example, 2)
-    shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+    names, tensors = _named_inputs(example_inputs)
+    tensors, shapes = _traceable(tensors, dynamic_batch)
+    wrapper = _LogitsOnly(model, None if names == [INPUT_NAME] else names).eval()
     with torch.no_grad(), eval_mode(model), _quiet():
         try:
             program = torch.onnx.export(
-                _LogitsOnly(model).eval(), (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=shapes, opset_version=opset, verbose=False,
+                wrapper, tensors, dynamo=True, input_names=names, output_names=[OUTPUT_NAME],
+                dynamic_shapes=(shapes,) if shapes else None, opset_version=opset, verbose=False,
             )
         except torch.onnx.OnnxExporterError as e:
             raise DistilError(f"cannot export {type(model).__name__} to ONNX: {_reason(e)}") from e
     _strip_debug_metadata(program.model)
     return _write_atomically(Path(path), lambda tmp: program.save(str(tmp)))
+
+
+def input_signature(example_inputs: Any) -> dict[str, dict[str, Any]]:
+    """What a caller feeds the file, by input name: shape (`batch`, `sequence` where dynamic) and dtype."""
+    names, tensors = _named_inputs(example_inputs)
+    out = {}
+    for name, tensor in zip(names, tensors):
+        dims: list[Any] = ["batch", *tensor.shape[1:]]
+        if len(names) > 1 and tensor.dim() >= 2 and tuple(tensor.shape[:2]) == tuple(tensors[0].shape[:2]):
+            dims[1] = "sequence"
+        out[name] = {"shape": dims, "dtype": str(tensor.dtype).removeprefix("torch.")}
+    return out
 
 
 def _strip_debug_metadata(model: Any) -> None:
@@ -297,6 +338,8 @@ def _even_batches(reader: Any) -> CalibrationReader:
 class OnnxModel(nn.Module):
     """An ONNX file run by onnxruntime on the CPU behind the `nn.Module` call, so the code that
     scores and times the PyTorch student (`predict`, `latency_ms`) treats the file the same way.
+    A file with one input takes a tensor; one with named inputs (a text student's `input_ids`,
+    `attention_mask`) takes them as keywords, as the Hugging Face student does.
 
     It uses as many threads as PyTorch (`torch.get_num_threads()`) unless told otherwise, so
     latencies compare the runtimes, not the thread counts.
@@ -309,20 +352,27 @@ class OnnxModel(nn.Module):
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.log_severity_level = 3  # errors only
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_name = self.input_names[0]
 
-    def forward(self, inputs: Tensor) -> Tensor:
-        outputs = self.session.run(None, {self.input_name: inputs.detach().cpu().numpy()})
-        return torch.from_numpy(outputs[0])  # (B, num_outputs)
+    def forward(self, inputs: Tensor | None = None, **named: Tensor) -> Tensor:
+        if inputs is not None:
+            named = {self.input_name: inputs}
+        missing = [name for name in self.input_names if name not in named]
+        if missing:
+            raise DistilError(f"the ONNX file takes {', '.join(self.input_names)}; missing {', '.join(missing)}")
+        feeds = {name: named[name].detach().cpu().numpy() for name in self.input_names}
+        return torch.from_numpy(self.session.run(None, feeds)[0])  # (B, num_outputs) or (B, T, vocab)
 
 
 @dataclass
 class Reference:
-    """The PyTorch student on the check batches, computed once and compared with every file."""
+    """The PyTorch student on the check batches, computed once and compared with every file.
+    Language models keep no outputs (a split's tokens x vocabulary does not fit in memory)."""
 
-    outputs: Tensor  # (N, num_outputs), CPU
+    outputs: Tensor | None  # (N, num_outputs), CPU
     labels: Tensor | None
-    example: Tensor  # one sample with its batch dimension, for latency
+    example: Any  # one sample's inputs with its batch dimension, for latency
     metrics: dict[str, Any]
 
 
@@ -340,18 +390,40 @@ def _scores(outputs: Tensor, labels: Tensor | None, task: str, pytorch_outputs: 
     return out
 
 
-def _latencies(model: nn.Module, example: Tensor) -> dict[str, float]:
+def _latencies(model: nn.Module, example: Any) -> dict[str, float]:
     """Median ms per sample at batch 1 and 64, as `distil eval` and the demo report them."""
     return {"latency_ms": latency_ms(model, example, 1), "latency_ms_b64": latency_ms(model, example, 64)}
 
 
+def _example(batches: Iterable[Any]) -> Any:
+    return first_sample(trim_padding(split_batch(next(iter(batches))))["inputs"])
+
+
 def pytorch_reference(model: nn.Module, batches: Iterable[Any], task: str = "classification") -> Reference:
-    """Outputs, accuracy, serialised size and latency of the PyTorch student on `batches`."""
+    """Outputs, accuracy (token accuracy and perplexity for language models), serialised size and
+    latency of the PyTorch student on `batches`."""
     batches = _reiterable(batches)
-    outputs, labels = predict(model, batches)
-    example = _one_tensor(first_sample(split_batch(next(iter(batches)))["inputs"]))
-    metrics = {"size_bytes": size_bytes(model)} | _scores(outputs, labels, task) | _latencies(model, example)
-    return Reference(outputs, labels, example, metrics)
+    metrics: dict[str, Any] = {"size_bytes": size_bytes(model)}
+    if task == "language_modeling":
+        outputs, labels = None, None
+        metrics |= language_model_metrics(model, batches)
+    else:
+        outputs, labels = predict(model, batches)
+        metrics |= _scores(outputs, labels, task)
+    example = _example(batches)
+    return Reference(outputs, labels, example, metrics | _latencies(model, example))
+
+
+@torch.no_grad()
+def _largest_difference(runner: nn.Module, model: nn.Module, batches: Iterable[Any]) -> float:
+    """The largest absolute logit difference between the file and PyTorch, batch by batch."""
+    largest = 0.0
+    with eval_mode(model):
+        for batch in batches:
+            inputs = split_batch(batch)["inputs"]
+            ours, theirs = as_logits(call_model(runner, inputs)), as_logits(call_model(model, inputs)).float()
+            largest = max(largest, (ours - theirs).abs().max().item())
+    return largest
 
 
 def check_onnx(
@@ -362,8 +434,9 @@ def check_onnx(
 
     Returns `{"onnx": {...}, "pytorch": {...}}`. For the file: path, size in bytes, the largest
     absolute output difference from PyTorch, and for classification the argmax agreement with
-    PyTorch and the accuracy when batches carry labels; for both: latency in ms per sample at
-    batch 1 and 64 (median of repeats), and `speedup_b1`/`speedup_b64` = PyTorch time / file time.
+    PyTorch and the accuracy when batches carry labels (for language models: next-token agreement
+    with PyTorch, token accuracy and perplexity); for both: latency in ms per sample at batch 1 and
+    64 (median of repeats), and `speedup_b1`/`speedup_b64` = PyTorch time / file time.
     `batches` is a DataLoader or list, read several times; pass `reference` (from
     `pytorch_reference`) to check several files against one PyTorch measurement.
     """
@@ -371,10 +444,16 @@ def check_onnx(
     batches = _reiterable(batches)
     reference = reference or pytorch_reference(model, batches, task)
     runner = OnnxModel(path)
-    outputs, _ = predict(runner, batches)
-    result = {"file": str(path), "size_bytes": Path(path).stat().st_size}
-    result["max_abs_diff"] = (outputs - reference.outputs).abs().max().item()
-    result |= _scores(outputs, reference.labels, task, reference.outputs) | _latencies(runner, reference.example)
+    result: dict[str, Any] = {"file": str(path), "size_bytes": Path(path).stat().st_size}
+    if task == "language_modeling":
+        result["max_abs_diff"] = _largest_difference(runner, model, batches)
+        scores = language_model_metrics(runner, batches, teacher=model)
+        result |= {k: v for k, v in scores.items() if k != "kl"}  # agreement: next tokens as PyTorch's
+    else:
+        outputs, _ = predict(runner, batches)
+        result["max_abs_diff"] = (outputs - reference.outputs).abs().max().item()
+        result |= _scores(outputs, reference.labels, task, reference.outputs)
+    result |= _latencies(runner, reference.example)
     for key, name in (("latency_ms", "speedup_b1"), ("latency_ms_b64", "speedup_b64")):
         result[name] = reference.metrics[key] / result[key]
     return {"onnx": result, "pytorch": reference.metrics}

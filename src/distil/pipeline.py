@@ -22,8 +22,8 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from distil.build import (build_data, build_distiller, build_losses, build_model, build_tasks, build_transfer,
-                          check_recipe, combine_teachers, probe_inputs, task_recipe)
+from distil.build import (build_data, build_distiller, build_losses, build_model, build_student, build_tasks,
+                          build_transfer, check_recipe, combine_teachers, probe_inputs, task_recipe)
 from distil.cache.recipe import cached_teacher, cached_train_set
 from distil.checkpoint import atomic_write_text, load_weights
 from distil.config import LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, dump_recipe
@@ -111,7 +111,10 @@ def train_teacher(recipe: Recipe, cfg: ModelConfig, bundle: DataBundle, out: Pat
     pruned teacher, fine-tuned)."""
     set_seed(recipe.seed)  # initial weights depend on the seed only
     bundle = replace(bundle, tasks={})  # one model on one data set
-    model = copy.deepcopy(init) if init is not None else build_model(cfg.model_copy(update={"checkpoint": None}), bundle, name)
+    if name == "baseline":  # starts as the distilled student does (quantisation-aware under qat), without its checkpoint
+        model = build_student(recipe, bundle, copy.deepcopy(init) if init is not None else None, checkpoint=False)
+    else:
+        model = build_model(cfg.model_copy(update={"checkpoint": None}), bundle, name)
     best = out / "best" / "student.safetensors"
     if (out / "done.json").is_file():
         phase(f"{name}: trained earlier, loading {best}", _shown(progress))

@@ -143,7 +143,10 @@ def _onnx_predictor(path: Path, recipe: str | Path | None, threads: int | None) 
     loaded, bundle = _recipe_and_data(Path(recipe))
     spec = input_spec(loaded, bundle)
     if spec.tokenizer is not None:
-        raise DistilError(f"{path}: ONNX files of text students are not supported (distil export writes none)")
+        if "input_ids" not in model.input_names:
+            raise DistilError(f"{path} takes {', '.join(model.input_names)}, but {recipe}'s data set gives token ids "
+                              "(input_ids, attention_mask): is it this recipe's student?")
+        return Predictor(model, spec, loaded.task)
     if shape is not None and math.prod(shape) != math.prod(spec.shape):
         raise DistilError(f"{path} takes inputs of shape {_shape(shape)}, but {recipe}'s data set gives {_shape(spec.shape)}")
     spec.shape = shape or spec.shape  # the file's own layout, e.g. (64,) for flattened 8x8 digits

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from distil.errors import DistilError
 from distil.integrity import load_module, read_tensors
+from distil.taps import calls_in_order
 from distil.teacher import as_logits, call_model
 
 LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
@@ -40,18 +41,10 @@ def _torch_pruning() -> Any:
 
 def output_layer(model: nn.Module, example: Any) -> nn.Module:
     """The last linear or convolutional layer to run on `example`: the one that writes the outputs."""
-    order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda module, *_: order.append(module)) for m in model.modules()
-             if isinstance(m, LAYERS)]
-    try:
-        with torch.no_grad():
-            call_model(model, example)
-    finally:
-        for h in hooks:
-            h.remove()
-    if not order:
+    calls = calls_in_order(model, example, [m for m in model.modules() if isinstance(m, LAYERS)])
+    if not calls:
         raise DistilError(f"prune: {type(model).__name__} has no linear or convolutional layer to prune")
-    return order[-1]
+    return calls[-1][0]
 
 
 def prune_channels(model: nn.Module, example: Any, ratio: float, norm: int = 2) -> nn.Module:

@@ -72,6 +72,8 @@ def _spread(spread: float | None) -> str:
 EXPORT_COLUMNS = [  # agreement here is with the PyTorch student, not the teacher
     ("size_bytes", "size", None),
     ("accuracy", "accuracy", "{:.2%}"),
+    ("token_accuracy", "token accuracy", "{:.2%}"),  # language models
+    ("perplexity", "perplexity", "{:.2f}"),
     ("agreement", "agreement with PyTorch", "{:.2%}"),
     ("latency_ms", "latency b1 (ms)", "{:.3f}"),
     ("latency_ms_b64", "latency b64 (ms/sample)", "{:.4f}"),
@@ -88,7 +90,7 @@ def _read(path: Path) -> dict[str, Any]:
         raise DistilError(f"{path} is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
-def _export_section(report: dict[str, Any], where: str) -> Section:
+def export_section(report: dict[str, Any], where: str) -> Section:
     rows = {EXPORT_ROWS[k]: report[k] for k in EXPORT_ROWS if k in report}
     cols = [c for c in EXPORT_COLUMNS if any(c[0] in m for m in rows.values())]
     title = f"Export{where}: onnxruntime on the test split"
@@ -159,7 +161,7 @@ def sections(run_dir: Path, models: dict[str, Any]) -> list[Section]:
     for folder in [run_dir] + [run_dir / name for name in models if (run_dir / name).is_dir()]:
         where = "" if folder == run_dir else f" ({folder.name})"
         if (folder / "export" / "export.json").is_file():
-            out.append(_export_section(_read(folder / "export" / "export.json"), where))
+            out.append(export_section(_read(folder / "export" / "export.json"), where))
         if (folder / "cascade.json").is_file():
             out.append(_cascade_section(_read(folder / "cascade.json"), where))
     return out
@@ -242,14 +244,14 @@ def plots(models: dict[str, dict[str, Any]], curves: dict[str, list[dict[str, An
     return out
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def markdown(models: dict[str, dict[str, Any]], title: str, notes: str = "", extra: Sequence[Section] = ()) -> str:
-    lines = [f"# {title}", "", notes, "", *_md_table(*table_rows(models))]
+    lines = [f"# {title}", "", notes, "", *md_table(*table_rows(models))]
     for heading, header, rows in extra:
-        lines += ["", f"## {heading}", "", *_md_table(header, rows)]
+        lines += ["", f"## {heading}", "", *md_table(header, rows)]
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import fnmatch
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
+import torch
 from torch import Tensor, nn
 
 from distil.errors import ConfigError
@@ -75,3 +76,21 @@ def capture(model: nn.Module, names: list[str]) -> Iterator[dict[str, Tensor]]:
     """One-off capture: `with capture(m, ["layer3"]) as feats: m(x)`; feats fills on forward."""
     with Taps(model, names) as taps:
         yield taps.outputs
+
+
+def calls_in_order(model: nn.Module, example: Any, modules: Iterable[nn.Module]) -> list[tuple[nn.Module, Any, Any]]:
+    """`(module, first input, output)` for each call of one of `modules` while `model` reads
+    `example`, in call order, without gradients. The tensors are kept, so that `is` between one
+    call's output and another's input says which layer feeds which."""
+    from distil.teacher import call_model
+
+    calls: list[tuple[nn.Module, Any, Any]] = []
+    handles = [m.register_forward_hook(lambda m, args, out: calls.append((m, args[0] if args else None, out)))
+               for m in modules]
+    try:
+        with torch.no_grad():
+            call_model(model, example)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls

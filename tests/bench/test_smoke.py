@@ -271,3 +271,24 @@ def test_text_padding(tmp_path, shared_dir, tiny_teacher_folder):
                                       "--teacher", str(tiny_teacher_folder)])
     assert_all_ran(data)
     assert all(r["max_abs_diff"] < 1e-4 and r["width_cut_mean"] < r["width_full"] for r in data["rows"])
+
+
+def test_export_students(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tokenizers")
+    data = load("export_students").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs")])
+    assert_all_ran(data)
+    assert [r["file"] for r in data["rows"]] == ["PyTorch", "student.onnx", "student.int8.onnx (dynamic)"] * 2
+    onnx = [r for r in data["rows"] if r["file"] == "student.onnx"]
+    assert all(r["agreement"] == 100.0 and r["max_abs_diff"] < 1e-4 for r in onnx)
+    assert (tmp_path / "runs" / "toy_gpt2" / "export" / "README.md").is_file()
+
+
+def test_qat_distil(tmp_path):
+    pytest.importorskip("onnxruntime")
+    data = load("qat_distil").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"), "--seeds", "0"])
+    assert_all_ran(data)
+    assert [r["model"] for r in data["rows"]][-1] == "QAT int8" and len(data["rows"]) == 6
+    qat = json.loads((tmp_path / "runs" / "cnn_8_16_32" / "s0" / "qat" / "export" / "export.json").read_text())
+    assert qat["quantisation_aware"] is True
+    assert not (tmp_path / "runs" / "cnn_8_16_32" / "s0" / "qat" / "teacher").exists()  # one teacher for all

@@ -45,7 +45,7 @@ def test_export_writes_all_files_and_a_report(run_dir):
     result = invoke("export", run_dir)
     assert result.exit_code == 0, result.stderr
     out = run_dir / "export"
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "student.int8-static.onnx", "student.int8.onnx", "student.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "export.json", "student.int8-static.onnx", "student.int8.onnx", "student.onnx"]
     report = json.loads((out / "export.json").read_text())
     assert {"pytorch", "onnx", "onnx_int8", "onnx_int8_static", "samples", "threads", "calibration"} <= set(report)
     assert report["samples"] == 500  # the digits test split
@@ -62,7 +62,7 @@ def test_export_writes_all_files_and_a_report(run_dir):
 def test_no_int8_no_static_no_check_into_another_folder(run_dir, tmp_path):
     result = invoke("export", run_dir, "-o", tmp_path / "out", "--no-int8", "--no-static", "--no-check")
     assert result.exit_code == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export.json", "student.onnx"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["README.md", "export.json", "student.onnx"]
     report = json.loads((tmp_path / "out" / "export.json").read_text())
     assert set(report["onnx"]) == {"file", "size_bytes"} and "onnx_int8" not in report and "onnx_int8_static" not in report
 

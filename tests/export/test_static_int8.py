@@ -190,14 +190,14 @@ def test_export_static_options(shifted_run, tmp_path):
             "--calibration-method", "percentile"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json", "student.int8-static.onnx", "student.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "export.json", "student.int8-static.onnx", "student.onnx"]
     report = json.loads((tmp_path / "export.json").read_text())
     assert report["calibration"]["samples"] == 50 and report["calibration"]["method"] == "percentile"
     assert {"accuracy", "agreement", "size_bytes", "latency_ms", "latency_ms_b64"} <= set(report["onnx_int8_static"])
     assert input_range(tmp_path / "student.int8-static.onnx")[0] <= bundle.train.tensors[0].max().item() / 255 * (1 + 1e-6)
     result = CliRunner().invoke(app, ["export", str(run_dir), "-o", str(tmp_path), "--no-static", "--no-check"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json", "student.int8.onnx", "student.onnx"]  # stale file removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "export.json", "student.int8.onnx", "student.onnx"]  # stale file removed
     result = CliRunner().invoke(app, ["export", str(run_dir), "--calibration-method", "kl"])
     assert result.exit_code == 2
     assert [l for l in result.stderr.splitlines() if l.strip()] == [

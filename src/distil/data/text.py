@@ -327,6 +327,24 @@ class CharTokenizer:
     def decode(self, ids: Sequence[int] | Tensor) -> str:
         return "".join(self.chars[int(i)] for i in ids)
 
+    def save(self, path: str) -> None:
+        """`{"chars": [...]}` as JSON: a character's id is its position (as `tokenizers.Tokenizer.save`)."""
+        Path(path).write_text(json.dumps({"chars": self.chars}, ensure_ascii=False))
+
+
+def save_tokenizer(tokenizer: Any, folder: Path) -> str:
+    """Save a text bundle's tokenizer into `folder` for whoever runs the exported student without
+    distil; returns the name written: `tokenizer.json` (a `tokenizers.Tokenizer`),
+    `characters.json` (`CharTokenizer`) or `tokenizer/` (a Hugging Face tokenizer's folder)."""
+    from distil.integrity import atomic_write
+
+    if hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(str(folder / "tokenizer"))
+        return "tokenizer/"
+    name = "characters.json" if isinstance(tokenizer, CharTokenizer) else "tokenizer.json"
+    atomic_write(folder / name, lambda tmp: tokenizer.save(str(tmp)))
+    return name
+
 
 class TokenBlocks(Dataset):
     """Windows of `block_size` tokens every `stride` tokens of a stream, as

@@ -41,9 +41,32 @@ class BiLSTMClassifier(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, **_) -> Tensor:
         x = self.embedding(input_ids)  # (B, T, E)
-        packed = pack_padded_sequence(x, _lengths(input_ids, attention_mask), batch_first=True, enforce_sorted=False)
-        _, (h, _) = self.lstm(packed)  # h: (2, B, H), the last real step of each direction
-        return self.head(self.fc(torch.cat([h[0], h[1]], dim=-1)))  # (B, num_classes)
+        lengths = _lengths(input_ids, attention_mask)
+        if torch.compiler.is_compiling():  # torch.export (ONNX) and torch.compile cannot trace packed sequences
+            final = self._final_states_padded(x, lengths.to(x.device))
+        else:
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            _, (h, _) = self.lstm(packed)  # h: (2, B, H), the last real step of each direction
+            final = torch.cat([h[0], h[1]], dim=-1)
+        return self.head(self.fc(final))  # (B, num_classes)
+
+    def _final_states_padded(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """[h_forward; h_backward] as the packed call gives them, from padded tensors alone: each
+        direction runs as a one-way LSTM with its own weights, the backward one over each row's
+        real tokens reversed, and both are read at the row's last real step. Same numbers, one
+        pass per direction as with packing, but every row runs to the batch's longest."""
+        steps = torch.arange(x.shape[1], device=x.device)
+        backwards = (lengths[:, None] - 1 - steps).clamp_min(0)  # (B, T): real tokens reversed, then token 0 again
+        reversed_x = x.gather(1, backwards[:, :, None].expand_as(x))
+        last = (lengths - 1)[:, None, None].expand(-1, 1, self.lstm.hidden_size)
+        one_way = nn.LSTM(self.lstm.input_size, self.lstm.hidden_size, batch_first=True, device="meta")
+        weights = dict(self.lstm.named_parameters())
+        names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+        finals = []
+        for suffix, inputs in (("", x), ("_reverse", reversed_x)):
+            outputs, _ = torch.func.functional_call(one_way, {n: weights[n + suffix] for n in names}, (inputs,))
+            finals.append(outputs.gather(1, last)[:, 0])  # (B, H)
+        return torch.cat(finals, dim=-1)
 
 
 class TextCNN(nn.Module):
