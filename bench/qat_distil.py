@@ -2,13 +2,13 @@
 
 `recipes/schemes/mnist_qat.yaml` for each student width and seed, into `<runs>/<width>/s<seed>/`
 (a finished run is read, an interrupted one resumed):
-- float: the CNN student distilled from the CNN teacher for 3 epochs (float), then `distil export`:
+- float: the CNN student distilled from the CNN teacher for 10 epochs (float), then `distil export`:
   its static int8 copy is **post-training quantisation (PTQ)**;
 - float_more: the float student distilled one more epoch in float, then PTQ: the control, as the
   QAT student trains that epoch too;
 - qat: the float student distilled one more epoch quantisation-aware (`qat: true`), then exported
   by the same static int8 step (the float network it simulates, calibrated the same way).
-One teacher (trained in the first float run) teaches every student. Reports test accuracy of the
+One teacher (trained in the first float run, or `--set teacher.checkpoint=...`) teaches every student. Reports test accuracy of the
 PyTorch student (fake-quantised for qat) and of each int8 file, on the 10,000 MNIST test images.
 """
 
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
     res = Results("qat_distil", args, torch.device("cpu"), COLUMNS,
                   "MNIST test accuracy (%): int8 after QAT distillation against int8 after PTQ (static, onnxruntime)")
     first = args.runs / next(iter(WIDTHS)) / f"s{args.seeds[0]}" / "float"
-    teacher = first / "teacher" / "best" / "student.safetensors"
+    given = [o.split("=", 1)[1] for o in common if o.startswith("teacher.checkpoint=")]  # a teacher trained earlier
+    teacher = given[-1] if given else first / "teacher" / "best" / "student.safetensors"
     widths = dict(list(WIDTHS.items())[:1]) if args.smoke else WIDTHS
     for name, channels in widths.items():
         rows: dict[str, list[float]] = {}
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
             base = args.runs / name / f"s{seed}"
             shared = [] if base / "float" == first else [f"teacher.checkpoint={teacher}", "teacher.epochs=null"]
             width = [f"seed={seed}", f"student.params={{channels: {channels}}}", *common]
-            floats, ptq = one(base / "float", [*width, *shared, "qat=false", "epochs=3", "optimizer.lr=0.003",
+            floats, ptq = one(base / "float", [*width, *shared, "qat=false", "epochs=10", "optimizer.lr=0.003",
                                                "student.checkpoint=null"], args.smoke)
             start = f"student.checkpoint={base / 'float' / 'best' / 'student.safetensors'}"
             more, ptq_more = one(base / "float_more", [*width, f"teacher.checkpoint={teacher}", "teacher.epochs=null",

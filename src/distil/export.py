@@ -99,32 +99,29 @@ def _one_tensor(inputs: Any) -> Tensor:
     raise DistilError(f"ONNX export needs an example input tensor, got {type(inputs).__name__}")
 
 
-def _named_inputs(inputs: Any) -> tuple[list[str], tuple[Tensor, ...]]:
-    """The file's input names and example tensors: `inputs` for one tensor, else the dict's keys."""
+def _named_inputs(inputs: Any) -> tuple[list[str], tuple[Tensor, ...], list[bool]]:
+    """The file's input names, example tensors, and which of them have a sequence dimension (dim 1):
+    `inputs` for one tensor (none), else the dict's keys, those shaped like the first (as
+    `attention_mask` is like `input_ids`)."""
     if isinstance(inputs, Mapping):
         if not inputs or not all(isinstance(v, Tensor) for v in inputs.values()):
             raise DistilError("ONNX export needs a dict of tensors as example inputs, e.g. input_ids and attention_mask")
-        return list(inputs), tuple(inputs.values())
-    return [INPUT_NAME], (_one_tensor(inputs),)
+        tensors = tuple(inputs.values())
+        lead = tuple(tensors[0].shape[:2])
+        return list(inputs), tensors, [t.dim() >= 2 and tuple(t.shape[:2]) == lead for t in tensors]
+    return [INPUT_NAME], (_one_tensor(inputs),), [False]
 
 
-def _traceable(tensors: tuple[Tensor, ...], dynamic_batch: bool) -> tuple[tuple[Tensor, ...], tuple[dict, ...] | None]:
-    """Example tensors the exporter can keep dynamic, and their dynamic dimensions: the batch (dim 0)
-    of every input, and for dict inputs the sequence (dim 1) of those shaped like the first, as
-    `attention_mask` is like `input_ids`. torch.export fixes a dimension it sees with size 1, so a
-    one-sample batch is repeated and a one-token sequence gets a padding column (mask 0)."""
-    if not dynamic_batch:
-        return tensors, None
+def _traceable(tensors: tuple[Tensor, ...], sequence: list[bool]) -> tuple[tuple[Tensor, ...], tuple[dict, ...]]:
+    """Example tensors the exporter can keep dynamic, and their dynamic dimensions (the batch of
+    every input, the sequence of those that have one). torch.export fixes a dimension it sees with
+    size 1, so a one-sample batch is repeated and a one-token sequence gets a padding column (0)."""
     if tensors[0].shape[0] < 2:
         tensors = tuple(repeat_sample(t, 2) for t in tensors)
-    lead = tuple(tensors[0].shape[:2])
-    sequence = len(tensors) > 1 and len(lead) == 2
-    if sequence and lead[1] < 2:
-        tensors = tuple(torch.cat([t, torch.zeros_like(t[:, :1])], 1) if tuple(t.shape[:2]) == lead else t for t in tensors)
+    tensors = tuple(torch.cat([t, torch.zeros_like(t[:, :1])], 1) if has and t.shape[1] < 2 else t
+                    for t, has in zip(tensors, sequence))
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    shapes = tuple({0: batch, 1: length} if sequence and tuple(t.shape[:2]) == tuple(tensors[0].shape[:2]) else {0: batch}
-                   for t in tensors)
-    return tensors, shapes
+    return tensors, tuple({0: batch, 1: length} if has else {0: batch} for has in sequence)
 
 
 def _reason(error: BaseException) -> str:
@@ -148,9 +145,9 @@ def export_onnx(
     default. The file is written under a temporary name and renamed into place.
     """
     require_export_extra()
-    names, tensors = _named_inputs(example_inputs)
-    tensors, shapes = _traceable(tensors, dynamic_batch)
-    wrapper = _LogitsOnly(model, None if names == [INPUT_NAME] else names).eval()
+    names, tensors, sequence = _named_inputs(example_inputs)
+    tensors, shapes = _traceable(tensors, sequence) if dynamic_batch else (tensors, None)
+    wrapper = _LogitsOnly(model, names if isinstance(example_inputs, Mapping) else None).eval()
     with torch.no_grad(), eval_mode(model), _quiet():
         try:
             program = torch.onnx.export(
@@ -165,11 +162,10 @@ def export_onnx(
 
 def input_signature(example_inputs: Any) -> dict[str, dict[str, Any]]:
     """What a caller feeds the file, by input name: shape (`batch`, `sequence` where dynamic) and dtype."""
-    names, tensors = _named_inputs(example_inputs)
     out = {}
-    for name, tensor in zip(names, tensors):
+    for name, tensor, has_sequence in zip(*_named_inputs(example_inputs)):
         dims: list[Any] = ["batch", *tensor.shape[1:]]
-        if len(names) > 1 and tensor.dim() >= 2 and tuple(tensor.shape[:2]) == tuple(tensors[0].shape[:2]):
+        if has_sequence:
             dims[1] = "sequence"
         out[name] = {"shape": dims, "dtype": str(tensor.dtype).removeprefix("torch.")}
     return out

@@ -12,7 +12,7 @@ The scheme simulated is the one `distil export` writes (onnxruntime's static QDQ
 weights, symmetric per output channel; uint8 activations with a per-tensor range, here a moving
 average of the batch min/max (`MovingAverageMinMaxObserver`). The fake-quant modules, observers and
 fused conv-bn(-relu) modules are PyTorch's (`torch.ao.quantization`, eager mode; torchao, its
-successor, has no convolution QAT). What is observed differs from onnxruntime in two ways: the
+successor, fake-quantises linear and embedding layers only). What is observed differs from onnxruntime in two ways: the
 export measures activation ranges again on calibration images rather than keeping the trained
 ones, and functional ops (`F.relu`, residual additions) are not fake-quantised during training.
 The student's outputs (the last layer's) stay float in training: rounded to a range that lags

@@ -152,3 +152,44 @@ def test_a_qat_run_saves_a_student_that_reloads_and_exports(qat_run):
     assert report["onnx_int8_static"]["agreement"] >= 0.95  # int8 in onnxruntime does what training simulated
     assert abs(report["onnx_int8_static"]["accuracy"] - report["pytorch"]["accuracy"]) <= 0.03
     assert "fake-quantised network" in (qat_run / "export" / "README.md").read_text()
+
+
+def test_resume_mid_qat_ends_on_the_uninterrupted_weights_and_ranges(tmp_path):
+    """Observer ranges are buffers in the checkpoint: a resumed run ends on the same weights *and*
+    the same int8 ranges as one that was never interrupted."""
+    from safetensors.torch import load_file
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from distil.distiller import Distiller
+
+    teacher = random_teacher(tmp_path / "teacher.safetensors")
+
+    def recipe(out):
+        path = write_recipe(tmp_path / f"{out}.yaml", data={"name": "digits", "params": {"layout": "image"}, "batch_size": 64},
+                            teacher={"model": "mlp", "params": {"hidden": [64]}, "checkpoint": str(teacher)},
+                            student={"model": "small_cnn", "params": {"channels": [4, 8]}}, qat=True, epochs=2,
+                            checkpoint_every_steps=4, output_dir=str(tmp_path / out))
+        return load_recipe(path)
+
+    run_recipe(recipe("ref"), progress=False)
+    calls = []
+
+    def crash(module, args, output):
+        if isinstance(module, Distiller) and module.training:
+            calls.append(1)
+            if len(calls) == 10:
+                raise KeyboardInterrupt("crash")
+
+    handle = register_module_forward_hook(crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_recipe(recipe("run"), progress=False)
+    finally:
+        handle.remove()
+    run_recipe(recipe("run"), resume=True, progress=False)
+    reference = load_file(tmp_path / "ref" / "best" / "student.safetensors")
+    resumed = load_file(tmp_path / "run" / "best" / "student.safetensors")
+    assert reference.keys() == resumed.keys()
+    assert any(k.endswith("activation_post_process.scale") for k in reference)
+    for key, value in reference.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=0)

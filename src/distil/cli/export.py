@@ -93,7 +93,7 @@ def export_run(
                               "quantisation_aware": network is not run.student}
     # what a caller feeds the ONNX file: its inputs, and how the run made them from raw data
     signature = input_signature(example)
-    described = signature[INPUT_NAME] | {"name": INPUT_NAME} if list(signature) == [INPUT_NAME] else {"inputs": signature}
+    described = {"inputs": signature} if isinstance(example, dict) else signature[INPUT_NAME] | {"name": INPUT_NAME}
     report["input"] = described | {"data": run.recipe.data.name, **run.bundle.preprocessing}
     if getattr(run.bundle, "tokenizer", None) is not None:
         from distil.data.text import save_tokenizer

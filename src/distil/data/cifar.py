@@ -1,4 +1,5 @@
-"""CIFAR-10/100 image data: the shared JPEG CIFAR-10 folder and user .npz files.
+"""CIFAR-10/100 image data (the shared JPEG CIFAR-10 folder and user .npz files), and the shared
+64x64 Imagenette, read the same way.
 
 Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", tech. report, 2009.
 Training images get the standard augmentation of He et al. (CVPR 2016, sec. 4.2) used by every
@@ -50,7 +51,7 @@ class JpegImages:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def __getitem__(self, i: int) -> np.ndarray:  # (32, 32, 3) uint8
+    def __getitem__(self, i: int) -> np.ndarray:  # (H, W, 3) uint8
         from PIL import Image
 
         data = self.buffer[self.offsets[i] : self.offsets[i + 1]].tobytes()
@@ -59,9 +60,9 @@ class JpegImages:
 
 
 def decoded(images: Any, rows: np.ndarray) -> np.ndarray:
-    """(n, 32, 32, 3) uint8 of the given rows, decoding JPEGs once."""
+    """(n, H, W, 3) uint8 of the given rows, decoding JPEGs once."""
     if isinstance(images, JpegImages):
-        return np.stack([images[int(r)] for r in rows]) if len(rows) else np.zeros((0, 32, 32, 3), np.uint8)
+        return np.stack([images[int(r)] for r in rows]) if len(rows) else np.zeros((0, *images[0].shape), np.uint8)
     return np.asarray(images[rows])
 
 
@@ -119,14 +120,14 @@ class CifarImages(Dataset):
         as the per-sample path, drawn from another (stateless) stream, so the two paths see
         different crops. Used by the Trainer without DataLoader workers.
         """
-        images = torch.from_numpy(decoded(self.images, self.indices)).permute(0, 3, 1, 2)  # (N, 3, 32, 32)
+        images = torch.from_numpy(decoded(self.images, self.indices)).permute(0, 3, 1, 2)  # (N, 3, H, W)
         labels = torch.as_tensor(self.labels[self.indices], dtype=torch.long)
         images, labels = images.to(device), labels.to(device)
         mean, std = self.mean[None].to(device), self.std[None].to(device)
         crops: dict[str, Any] = {"epoch": None}
 
         def gather(index: Tensor):
-            x = images[index].float().div_(255)  # (B, 3, 32, 32)
+            x = images[index].float().div_(255)  # (B, 3, H, W)
             if self.augment:
                 if crops["epoch"] != self.epoch:
                     table = epoch_params(self.seed, self.epoch, len(self), PADDING, flip=True)
@@ -141,7 +142,7 @@ class CifarImages(Dataset):
 
     def __getitem__(self, i: int):
         row = int(self.indices[i])
-        x = torch.tensor(self.images[row]).permute(2, 0, 1).float().div(255)  # (3, 32, 32), copied
+        x = torch.tensor(self.images[row]).permute(2, 0, 1).float().div(255)  # (3, H, W), copied
         if self.augment:
             x = random_crop_flip(x, self._rng())
         x = (x - self.mean) / self.std
@@ -185,9 +186,10 @@ def _bundle(x_train, y_train, x_test, y_test, num_classes: int, val_fraction: fl
 
     test = split(x_test, y_test, np.arange(len(y_test)), False)
     val = split(x_train, y_train, val_rows, False) if n_val else test
+    shape = (3, *np.asarray(x_train[0]).shape[:2])  # (3, 32, 32) for CIFAR
     preprocessing = {"pixels": "RGB 0..255 divided by 255, then (x - mean) / std per channel",
-                     "mean": [float(m) for m in mean], "std": [float(s) for s in std], "layout": [3, 32, 32]}
-    return DataBundle(split(x_train, y_train, train_rows, True), val, test, num_classes, (3, 32, 32),
+                     "mean": [float(m) for m in mean], "std": [float(s) for s in std], "layout": list(shape)}
+    return DataBundle(split(x_train, y_train, train_rows, True), val, test, num_classes, shape,
                       preprocessing=preprocessing)
 
 
@@ -240,6 +242,29 @@ def cifar10_jpeg(root: str | Path = "../shared/data/cifar10_jpeg", val_fraction:
     x_train = JpegImages(arrays["train_jpeg"], arrays["train_offsets"])
     x_test = JpegImages(arrays["test_jpeg"], arrays["test_offsets"])
     y_train, y_test = arrays["y_train"].astype(np.int64), arrays["y_test"].astype(np.int64)
+    return _bundle(x_train, y_train, x_test, y_test, 10, val_fraction, seed, augment, normalize, with_indices)
+
+
+@DATASETS.register
+@validated
+def imagenette64(root: str | Path = "../shared/data/imagenette64_jpeg", val_fraction: ValFraction = 0.1, seed: Seed = 0,
+                 augment: bool = True, normalize: Literal["imagenet", "cifar10"] = "imagenet",
+                 with_indices: bool = False) -> DataBundle:
+    """Imagenette (10 ImageNet classes, fastai's imagenette2 split) at 64x64 RGB, the shared
+    `imagenette_64_jpeg.npz`, decoded lazily: 9,469 training images (`val_fraction` of them held out
+    for validation) and its 3,925 validation images as the test split. Augmented as CIFAR is (pad
+    4, random crop, flip); normalised with the ImageNet statistics by default."""
+    try:
+        import PIL  # noqa: F401  (decodes the JPEGs)
+    except ImportError:
+        raise DistilError("imagenette64 needs Pillow to decode its JPEGs: pip install pillow") from None
+    path = Path(root)
+    path = path / "imagenette_64_jpeg.npz" if path.is_dir() else path
+    keys = ("train_jpeg", "train_offsets", "y_train", "val_jpeg", "val_offsets", "y_val")
+    arrays = load_arrays(path, keys, "Imagenette file")
+    x_train = JpegImages(arrays["train_jpeg"], arrays["train_offsets"])
+    x_test = JpegImages(arrays["val_jpeg"], arrays["val_offsets"])
+    y_train, y_test = arrays["y_train"].astype(np.int64), arrays["y_val"].astype(np.int64)
     return _bundle(x_train, y_train, x_test, y_test, 10, val_fraction, seed, augment, normalize, with_indices)
 
 
