@@ -1,4 +1,5 @@
-"""Cross-modal distillation on MNIST: a 7x7 student taught by a 28x28 teacher, over seeds.
+"""Cross-modal distillation on MNIST: a 7x7 student taught by a 28x28 teacher, over seeds (or, with
+`--recipe`, another cross-modal recipe: `recipes/cross_modal/imagenette_grey32_student.yaml`).
 
 Runs `recipes/cross_modal/mnist_7x7_student.yaml` per seed (the recipe's baseline is the same
 student on the 7x7 images' labels, same seed and steps). With `--teacher`, every seed reads that
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "cross_modal_mnist")
     p.add_argument("--teacher", type=Path, default=None, help="a trained teacher's run folder to read instead")
+    p.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "cross_modal" / "mnist_7x7_student.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override, as distil run --set")
     args = p.parse_args(argv)
     overrides = list(args.overrides)
@@ -30,11 +32,12 @@ def main(argv: list[str] | None = None) -> dict:
         overrides = ["max_steps=2", "epochs=1", "teacher.epochs=1", *overrides]
     if args.teacher is not None:
         overrides += [f"teacher.checkpoint={args.teacher / 'best' / 'student.safetensors'}", "teacher.epochs=null"]
-    recipe = ROOT / "recipes" / "cross_modal" / "mnist_7x7_student.yaml"
+    recipe = args.recipe
     per_seed = [run_metrics(recipe, args.runs / f"s{seed}", [f"seed={seed}", *overrides], not args.smoke)
                 for seed in args.seeds]
-    res = Results("cross_modal_mnist", args, torch.device("cpu"), COLUMNS,
-                  "test accuracy (%): teacher on 28x28, students on 7x7, mean +- std over seeds")
+    scenario = "cross_modal_mnist" if recipe.stem == "mnist_7x7_student" else f"cross_modal_{recipe.stem}"
+    res = Results(scenario, args, torch.device("cpu"), COLUMNS,
+                  f"test accuracy (%), {recipe.stem}: the teacher on the data, students on their view, mean +- std over seeds")
     for row in ("teacher", "baseline", "distilled"):
         acc = [100 * m[row]["accuracy"] for m in per_seed]
         res.add({"model": row, "accuracy": statistics.mean(acc), "std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
