@@ -231,18 +231,8 @@ def cifar10_jpeg(root: str | Path = "../shared/data/cifar10_jpeg", val_fraction:
     train and evaluate on this version consistently. Use normalize="imagenet" with the akamaster
     pre-trained ResNets, which were trained with those statistics.
     """
-    try:
-        import PIL  # noqa: F401  (decodes the JPEGs)
-    except ImportError:
-        raise DistilError("cifar10_jpeg needs Pillow to decode its JPEGs: pip install pillow") from None
-    path = Path(root)
-    path = path / "cifar10_jpeg_bytes.npz" if path.is_dir() else path
-    keys = ("train_jpeg", "train_offsets", "y_train", "test_jpeg", "test_offsets", "y_test")
-    arrays = load_arrays(path, keys, "CIFAR-10 JPEG file")
-    x_train = JpegImages(arrays["train_jpeg"], arrays["train_offsets"])
-    x_test = JpegImages(arrays["test_jpeg"], arrays["test_offsets"])
-    y_train, y_test = arrays["y_train"].astype(np.int64), arrays["y_test"].astype(np.int64)
-    return _bundle(x_train, y_train, x_test, y_test, 10, val_fraction, seed, augment, normalize, with_indices)
+    splits = _jpeg_splits(root, "cifar10_jpeg_bytes.npz", "CIFAR-10 JPEG file", "cifar10_jpeg", test="test")
+    return _bundle(*splits, 10, val_fraction, seed, augment, normalize, with_indices)
 
 
 @DATASETS.register
@@ -254,18 +244,23 @@ def imagenette64(root: str | Path = "../shared/data/imagenette64_jpeg", val_frac
     `imagenette_64_jpeg.npz`, decoded lazily: 9,469 training images (`val_fraction` of them held out
     for validation) and its 3,925 validation images as the test split. Augmented as CIFAR is (pad
     4, random crop, flip); normalised with the ImageNet statistics by default."""
+    splits = _jpeg_splits(root, "imagenette_64_jpeg.npz", "Imagenette file", "imagenette64", test="val")
+    return _bundle(*splits, 10, val_fraction, seed, augment, normalize, with_indices)
+
+
+def _jpeg_splits(root: str | Path, name: str, what: str, data: str, test: str) -> tuple[Any, np.ndarray, Any, np.ndarray]:
+    """(train images, labels, test images, labels) of a shared JPEG .npz: `root` is its folder
+    (holding `name`) or the file; the test split is stored under `test` ("test" or "val")."""
     try:
         import PIL  # noqa: F401  (decodes the JPEGs)
     except ImportError:
-        raise DistilError("imagenette64 needs Pillow to decode its JPEGs: pip install pillow") from None
+        raise DistilError(f"{data} needs Pillow to decode its JPEGs: pip install pillow") from None
     path = Path(root)
-    path = path / "imagenette_64_jpeg.npz" if path.is_dir() else path
-    keys = ("train_jpeg", "train_offsets", "y_train", "val_jpeg", "val_offsets", "y_val")
-    arrays = load_arrays(path, keys, "Imagenette file")
-    x_train = JpegImages(arrays["train_jpeg"], arrays["train_offsets"])
-    x_test = JpegImages(arrays["val_jpeg"], arrays["val_offsets"])
-    y_train, y_test = arrays["y_train"].astype(np.int64), arrays["y_val"].astype(np.int64)
-    return _bundle(x_train, y_train, x_test, y_test, 10, val_fraction, seed, augment, normalize, with_indices)
+    path = path / name if path.is_dir() else path
+    keys = ("train_jpeg", "train_offsets", "y_train", f"{test}_jpeg", f"{test}_offsets", f"y_{test}")
+    arrays = load_arrays(path, keys, what)
+    return (JpegImages(arrays["train_jpeg"], arrays["train_offsets"]), arrays["y_train"].astype(np.int64),
+            JpegImages(arrays[f"{test}_jpeg"], arrays[f"{test}_offsets"]), arrays[f"y_{test}"].astype(np.int64))
 
 
 @DATASETS.register
