@@ -302,7 +302,9 @@ def run_chain(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module], out
 def synthetic_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out: Path, progress: bool) -> Dataset:
     """The data-free run's training set: images synthesised from the teacher (DeepInversion) into
     `<out>/synthetic/` once (with a grid of them for the report), unlabelled, so the teacher's
-    targets alone teach. An interrupted synthesis starts again on `--resume`."""
+    targets alone teach. Each batch is saved when it is made (`synthetic/batches/`), seeded by the
+    run's seed and its own index, so an interrupted synthesis resumes at the first missing batch
+    and ends on the images an uninterrupted one makes."""
     cfg, folder = recipe.data_free, out / "synthetic"
     if not (folder / "done.json").is_file():
         if PartialState().is_main_process:
@@ -310,14 +312,24 @@ def synthetic_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, 
             phase(f"data-free: synthesising {cfg.samples} images from the teacher (DeepInversion, {cfg.iterations} "
                   f"steps per batch of {cfg.batch_size}) into {folder}", progress)
             start = time.perf_counter()
+            parts = []
             with pass_progress("synthesis", cfg.samples, enabled=progress) as advance:
-                images, targets = deep_inversion(
-                    teacher, tuple(bundle.input_shape), bundle.num_outputs, cfg.samples, batch_size=cfg.batch_size,
-                    iterations=cfg.iterations, lr=cfg.lr, bn=cfg.bn, tv=cfg.tv, l2=cfg.l2, jitter=cfg.jitter,
-                    flip=cfg.flip, seed=recipe.seed, device=device, on_batch=advance)
+                for index, first in enumerate(range(0, cfg.samples, cfg.batch_size)):
+                    path = folder / "batches" / f"batch-{index:05d}.safetensors"
+                    if not path.is_file():
+                        images, targets = deep_inversion(
+                            teacher, tuple(bundle.input_shape), bundle.num_outputs, min(cfg.batch_size, cfg.samples - first),
+                            batch_size=cfg.batch_size, iterations=cfg.iterations, lr=cfg.lr, bn=cfg.bn, tv=cfg.tv,
+                            l2=cfg.l2, jitter=cfg.jitter, flip=cfg.flip, seed=recipe.seed * 100_003 + index,
+                            device=device, first=first)
+                        save_tensors({"images": images, "targets": targets}, path)
+                    parts.append(read_tensors(path, "synthetic images")[0])
+                    advance(len(parts[-1]["images"]))
+            images, targets = torch.cat([t["images"] for t in parts]), torch.cat([t["targets"] for t in parts])
             save_tensors({"images": images, "targets": targets}, folder / "images.safetensors")
             save_grid(images, folder / "grid.png")
             atomic_write_text(folder / "done.json", json.dumps({"samples": len(images), "seconds": time.perf_counter() - start}))
+            shutil.rmtree(folder / "batches")  # all of them are in images.safetensors now
         PartialState().wait_for_everyone()
     tensors, _ = read_tensors(folder / "images.safetensors", "synthetic images")
     images = tensors["images"]

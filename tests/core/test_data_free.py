@@ -127,3 +127,34 @@ def test_data_free_recipes_that_would_read_training_data_are_one_line(teacher_we
     flat = {"name": "digits", "batch_size": 32}
     with pytest.raises(ConfigError, match=r"^data_free: DeepInversion synthesises images \(C, H, W\)"):
         run_recipe(data_free(teacher_weights, tmp_path, data=flat, teacher=no_bn), progress=False)
+
+
+def test_an_interrupted_synthesis_resumes_at_the_missing_batch_and_makes_the_same_images(teacher_weights, tmp_path,
+                                                                                            monkeypatch):
+    from safetensors.torch import load_file
+
+    import distil.pipeline as pipeline
+
+    fields = {"data_free": {"samples": 96, "batch_size": 32, "iterations": 5}, "epochs": 1}
+    run_recipe(data_free(teacher_weights, tmp_path / "ref", **fields), progress=False)
+    real, calls = pipeline.deep_inversion, []
+
+    def crash_on_the_second_batch(*args, **kwargs):
+        calls.append(kwargs["first"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt("crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "deep_inversion", crash_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(data_free(teacher_weights, tmp_path / "run", **fields), progress=False)
+    saved = sorted(p.name for p in (tmp_path / "run" / "run" / "synthetic" / "batches").iterdir())
+    assert saved == ["batch-00000.safetensors"]
+    calls.clear()
+    run_recipe(data_free(teacher_weights, tmp_path / "run", **fields), resume=True, progress=False)
+    assert calls == [32, 64]  # the first batch was read back, not made again
+    ref = load_file(tmp_path / "ref" / "run" / "synthetic" / "images.safetensors")
+    resumed = load_file(tmp_path / "run" / "run" / "synthetic" / "images.safetensors")
+    assert torch.equal(ref["images"], resumed["images"]) and torch.equal(ref["targets"], resumed["targets"])
+    assert ref["targets"].tolist() == [i % 10 for i in range(96)]
+    assert not (tmp_path / "run" / "run" / "synthetic" / "batches").exists()

@@ -79,12 +79,14 @@ def deep_inversion(teacher: nn.Module, image_shape: tuple[int, int, int], num_cl
                    batch_size: int = 256, iterations: int = 500, lr: float = 0.1, bn: float = 1.0,
                    tv: float = 1e-2, l2: float = 1e-4, jitter: int = 2, flip: bool = False, seed: int = 0,
                    device: torch.device | str = "cpu",
-                   on_batch: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor]:
+                   on_batch: Callable[[int], None] | None = None, first: int = 0) -> tuple[Tensor, Tensor]:
     """`samples` synthetic inputs of `image_shape` and the classes they were optimised towards.
 
     The teacher runs in evaluation mode (its batch norm normalises with the running statistics,
     which the statistics term compares against) and is left as it was. `on_batch(n)`
-    reports each finished batch of n images (a progress bar's advance).
+    reports each finished batch of n images (a progress bar's advance). `first` is the index of the
+    first image in a longer synthesis made a batch at a time: targets keep cycling over the classes
+    from there, so the batches of an interrupted synthesis can be made again one by one.
     """
     if len(image_shape) != 3:
         raise ConfigError(f"data_free: DeepInversion synthesises images (C, H, W); the inputs have shape {tuple(image_shape)}")
@@ -98,7 +100,7 @@ def deep_inversion(teacher: nn.Module, image_shape: tuple[int, int, int], num_cl
     try:
         for start in range(0, samples, batch_size):
             n = min(batch_size, samples - start)
-            y = (torch.arange(start, start + n) % num_classes).to(device)
+            y = (torch.arange(first + start, first + start + n) % num_classes).to(device)
             x = torch.randn(n, *image_shape, generator=g).to(device).requires_grad_(True)
             optimizer = torch.optim.Adam([x], lr=lr, betas=(0.5, 0.9))
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
