@@ -1,6 +1,6 @@
-"""ONNX export of the students that read token ids: the BiLSTM, a small BERT and causal language
-models give PyTorch's logits through onnxruntime at batch sizes and lengths the trace never saw,
-and `distil export` of a text or language-model run writes the tokenizer and a model card."""
+"""ONNX export of the students that read token ids: the BiLSTM, TextCNN, a small BERT and causal
+language models give PyTorch's logits through onnxruntime at batch sizes and lengths the trace
+never saw, and `distil export` of a text or language-model run writes the tokenizer and a model card."""
 
 import json
 
@@ -27,6 +27,7 @@ pytest.importorskip("onnxscript")
 VOCAB = 30
 STUDENTS = {
     "bilstm_classifier": {"vocab_size": VOCAB, "num_classes": 3, "embed_dim": 8, "hidden": 6, "fc_dim": 8},
+    "text_cnn": {"vocab_size": VOCAB, "num_classes": 3, "embed_dim": 8, "widths": [2, 3], "maps": 4},
     "hf_bert_classifier": {"vocab_size": VOCAB, "num_classes": 3, "hidden_size": 16, "num_layers": 1, "num_heads": 2,
                            "max_length": 32},
     "gpt2": {"arch": "gpt2", "vocab_size": VOCAB, "hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length": 32},
