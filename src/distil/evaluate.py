@@ -112,35 +112,52 @@ def task_metrics(task: str, outputs: Tensor, labels: Tensor | None, teacher_outp
     return fn(outputs, labels, teacher_outputs)
 
 
+class NextTokenTally:
+    """Next-token metrics summed batch by batch over tokens whose label is not -100, because the
+    (tokens x vocab) logits of a whole split do not fit in memory: token accuracy, NLL, perplexity,
+    and given a reference's logits (a teacher's), next-token agreement and mean KL(reference || model)."""
+
+    def __init__(self) -> None:
+        self.sums = {"tokens": 0.0, "correct": 0.0, "nll": 0.0, "agree": 0.0, "kl": 0.0}
+        self.compared = False
+
+    def add(self, logits: Tensor, labels: Tensor, reference: Tensor | None = None) -> None:
+        """One batch: `logits` (B, T, V) of the model, `labels` (B, T); position t predicts token t + 1."""
+        labels = labels[:, 1:]
+        mask = labels != -100
+        kept, target = logits.float()[:, :-1][mask], labels[mask]  # (N, V), (N,)
+        self.sums["tokens"] += target.numel()
+        self.sums["correct"] += (kept.argmax(-1) == target).sum().item()
+        self.sums["nll"] += F.cross_entropy(kept, target, reduction="sum").item()
+        if reference is not None:
+            self.compared = True
+            r_kept = reference.float()[:, :-1][mask]
+            self.sums["agree"] += (kept.argmax(-1) == r_kept.argmax(-1)).sum().item()
+            self.sums["kl"] += kl_from_log_probs(F.log_softmax(r_kept, -1), F.log_softmax(kept, -1)).sum().item()
+
+    def result(self) -> dict[str, float]:
+        n = max(self.sums["tokens"], 1.0)
+        nll = self.sums["nll"] / n
+        out = {"token_accuracy": self.sums["correct"] / n, "nll": nll, "perplexity": float(torch.tensor(nll).exp())}
+        if self.compared:
+            out.update(agreement=self.sums["agree"] / n, kl=self.sums["kl"] / n)
+        return out
+
+
 @torch.no_grad()
 def language_model_metrics(
     model: nn.Module, batches: Iterable[Any], device: torch.device | str = "cpu", teacher: nn.Module | None = None
 ) -> dict[str, float]:
-    """Next-token metrics over tokens whose label is not -100, streamed batch by batch because the
-    (tokens x vocab) logits of a whole split do not fit in memory: token accuracy, NLL, perplexity,
-    and with a teacher, next-token agreement and mean KL(teacher || student) per token."""
-    sums = {"tokens": 0.0, "correct": 0.0, "nll": 0.0, "agree": 0.0, "kl": 0.0}
+    """`NextTokenTally` of `model` over `batches`, and with a teacher, next-token agreement and mean
+    KL(teacher || student) per token."""
+    tally = NextTokenTally()
     with eval_mode(model), (eval_mode(teacher) if teacher is not None else nullcontext()):  # dropout off in both
         for batch in batches:
             parts = to_device(split_batch(batch), device)
-            logits = as_logits(call_model(model, parts["inputs"])).float()[:, :-1]  # (B, T-1, V)
-            labels = parts["labels"][:, 1:]  # position t predicts token t + 1
-            mask = labels != -100
-            kept = logits[mask]  # (N, V)
-            target = labels[mask]
-            sums["tokens"] += target.numel()
-            sums["correct"] += (kept.argmax(-1) == target).sum().item()
-            sums["nll"] += F.cross_entropy(kept, target, reduction="sum").item()
-            if teacher is not None:
-                t_kept = as_logits(call_model(teacher, parts["inputs"])).float()[:, :-1][mask]
-                sums["agree"] += (kept.argmax(-1) == t_kept.argmax(-1)).sum().item()
-                log_t, log_s = F.log_softmax(t_kept, -1), F.log_softmax(kept, -1)
-                sums["kl"] += kl_from_log_probs(log_t, log_s).sum().item()
-    n = max(sums["tokens"], 1.0)
-    out = {"token_accuracy": sums["correct"] / n, "nll": sums["nll"] / n, "perplexity": float(torch.tensor(sums["nll"] / n).exp())}
-    if teacher is not None:
-        out.update(agreement=sums["agree"] / n, kl=sums["kl"] / n)
-    return out
+            logits = as_logits(call_model(model, parts["inputs"]))
+            reference = as_logits(call_model(teacher, parts["inputs"])) if teacher is not None else None
+            tally.add(logits, parts["labels"], reference)
+    return tally.result()
 
 
 def evaluate_model(

@@ -41,7 +41,8 @@ from torch import Tensor, nn
 
 from distil.batch import first_sample, repeat_sample, split_batch, trim_padding
 from distil.errors import DistilError
-from distil.evaluate import accuracy, agreement, eval_mode, language_model_metrics, latency_ms, predict, size_bytes
+from distil.evaluate import (NextTokenTally, accuracy, agreement, eval_mode, language_model_metrics, latency_ms,
+                             predict, size_bytes)
 from distil.teacher import as_logits, call_model
 
 EXTRA = ("onnx", "onnxruntime", "onnxscript")
@@ -391,7 +392,8 @@ def _latencies(model: nn.Module, example: Any) -> dict[str, float]:
     return {"latency_ms": latency_ms(model, example, 1), "latency_ms_b64": latency_ms(model, example, 64)}
 
 
-def _example(batches: Iterable[Any]) -> Any:
+def example_inputs(batches: Iterable[Any]) -> Any:
+    """The first sample's inputs of `batches` with its batch dimension, cut to its real length (text)."""
     return first_sample(trim_padding(split_batch(next(iter(batches))))["inputs"])
 
 
@@ -406,20 +408,23 @@ def pytorch_reference(model: nn.Module, batches: Iterable[Any], task: str = "cla
     else:
         outputs, labels = predict(model, batches)
         metrics |= _scores(outputs, labels, task)
-    example = _example(batches)
+    example = example_inputs(batches)
     return Reference(outputs, labels, example, metrics | _latencies(model, example))
 
 
 @torch.no_grad()
-def _largest_difference(runner: nn.Module, model: nn.Module, batches: Iterable[Any]) -> float:
-    """The largest absolute logit difference between the file and PyTorch, batch by batch."""
-    largest = 0.0
+def _next_token_check(runner: nn.Module, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
+    """The largest logit difference between the file and PyTorch, and the file's next-token metrics
+    with agreement against PyTorch's, in one pass over `batches`."""
+    tally, largest = NextTokenTally(), 0.0
     with eval_mode(model):
         for batch in batches:
-            inputs = split_batch(batch)["inputs"]
-            ours, theirs = as_logits(call_model(runner, inputs)), as_logits(call_model(model, inputs)).float()
+            parts = split_batch(batch)
+            ours, theirs = as_logits(call_model(runner, parts["inputs"])), as_logits(call_model(model, parts["inputs"])).float()
             largest = max(largest, (ours - theirs).abs().max().item())
-    return largest
+            tally.add(ours, parts["labels"], theirs)
+    scores = {k: v for k, v in tally.result().items() if k != "kl"}  # agreement: next tokens as PyTorch's
+    return {"max_abs_diff": largest} | scores
 
 
 def check_onnx(
@@ -442,9 +447,7 @@ def check_onnx(
     runner = OnnxModel(path)
     result: dict[str, Any] = {"file": str(path), "size_bytes": Path(path).stat().st_size}
     if task == "language_modeling":
-        result["max_abs_diff"] = _largest_difference(runner, model, batches)
-        scores = language_model_metrics(runner, batches, teacher=model)
-        result |= {k: v for k, v in scores.items() if k != "kl"}  # agreement: next tokens as PyTorch's
+        result |= _next_token_check(runner, model, batches)
     else:
         outputs, _ = predict(runner, batches)
         result["max_abs_diff"] = (outputs - reference.outputs).abs().max().item()

@@ -111,10 +111,11 @@ def train_teacher(recipe: Recipe, cfg: ModelConfig, bundle: DataBundle, out: Pat
     pruned teacher, fine-tuned)."""
     set_seed(recipe.seed)  # initial weights depend on the seed only
     bundle = replace(bundle, tasks={})  # one model on one data set
+    start = copy.deepcopy(init) if init is not None else None
     if name == "baseline":  # starts as the distilled student does (quantisation-aware under qat), without its checkpoint
-        model = build_student(recipe, bundle, copy.deepcopy(init) if init is not None else None, checkpoint=False)
+        model = build_student(recipe, bundle, start, checkpoint=False)
     else:
-        model = build_model(cfg.model_copy(update={"checkpoint": None}), bundle, name)
+        model = start if start is not None else build_model(cfg.model_copy(update={"checkpoint": None}), bundle, name)
     best = out / "best" / "student.safetensors"
     if (out / "done.json").is_file():
         phase(f"{name}: trained earlier, loading {best}", _shown(progress))
@@ -316,15 +317,17 @@ def synthetic_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, 
             with pass_progress("synthesis", cfg.samples, enabled=progress) as advance:
                 for index, first in enumerate(range(0, cfg.samples, cfg.batch_size)):
                     path = folder / "batches" / f"batch-{index:05d}.safetensors"
-                    if not path.is_file():
+                    if path.is_file():  # made before an interruption
+                        part = read_tensors(path, "synthetic images")[0]
+                    else:
                         images, targets = deep_inversion(
                             teacher, tuple(bundle.input_shape), bundle.num_outputs, min(cfg.batch_size, cfg.samples - first),
                             batch_size=cfg.batch_size, iterations=cfg.iterations, lr=cfg.lr, bn=cfg.bn, tv=cfg.tv,
-                            l2=cfg.l2, jitter=cfg.jitter, flip=cfg.flip, seed=recipe.seed * 100_003 + index,
-                            device=device, first=first)
-                        save_tensors({"images": images, "targets": targets}, path)
-                    parts.append(read_tensors(path, "synthetic images")[0])
-                    advance(len(parts[-1]["images"]))
+                            l2=cfg.l2, jitter=cfg.jitter, flip=cfg.flip, seed=recipe.seed, device=device, first=first)
+                        part = {"images": images, "targets": targets}
+                        save_tensors(part, path)
+                    parts.append(part)
+                    advance(len(part["images"]))
             images, targets = torch.cat([t["images"] for t in parts]), torch.cat([t["targets"] for t in parts])
             save_tensors({"images": images, "targets": targets}, folder / "images.safetensors")
             save_grid(images, folder / "grid.png")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
+import pytest
 import yaml
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
@@ -57,3 +60,23 @@ class TeacherCallsInSteps:
     def __exit__(self, *exc):
         for handle in self._handles:
             handle.remove()
+
+
+@contextmanager
+def crash_at_distillation_step(n: int) -> Iterator[None]:
+    """Raise KeyboardInterrupt (what Ctrl-C raises) in the `n`-th distillation step of the block,
+    i.e. the `n`-th training-mode Distiller forward with a teacher's output, and expect it out."""
+    steps = []
+
+    def crash(module, args, output):
+        if isinstance(module, Distiller) and module.training and output.get("teacher_output") is not None:
+            steps.append(1)
+            if len(steps) == n:
+                raise KeyboardInterrupt("crash")
+
+    handle = register_module_forward_hook(crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        handle.remove()

@@ -13,6 +13,7 @@ from distil.data import DATASETS
 from distil.data.builtin import digits
 from distil.data.inversion import StatisticsMatch, deep_inversion, total_variation
 from distil.errors import ConfigError
+from distil.models import MODELS
 from distil.pipeline import run_recipe
 from distil.report import write_report
 
@@ -159,3 +160,16 @@ def test_an_interrupted_synthesis_resumes_at_the_missing_batch_and_makes_the_sam
     assert torch.equal(ref["images"], resumed["images"]) and torch.equal(ref["targets"], resumed["targets"])
     assert ref["targets"].tolist() == [i % 10 for i in range(96)]
     assert not (tmp_path / "run" / "run" / "synthetic" / "batches").exists()
+
+
+def test_a_synthesis_made_a_batch_at_a_time_gives_the_images_of_one_call(teacher_weights):
+    from distil.checkpoint import load_weights
+
+    teacher = load_weights(MODELS.get("small_cnn")(input_shape=[1, 8, 8], num_classes=10, channels=[16, 32]), teacher_weights)
+    settings = {"batch_size": 16, "iterations": 3, "seed": 4}
+    whole, whole_targets = deep_inversion(teacher, (1, 8, 8), 10, 40, **settings)
+    parts = [deep_inversion(teacher, (1, 8, 8), 10, min(16, 40 - first), first=first, **settings) for first in (0, 16, 32)]
+    assert torch.equal(whole, torch.cat([p[0] for p in parts]))
+    assert torch.equal(whole_targets, torch.cat([p[1] for p in parts])) and whole_targets.tolist()[16] == 6
+    with pytest.raises(ConfigError, match="first must be a multiple of batch_size"):
+        deep_inversion(teacher, (1, 8, 8), 10, 8, first=3, **settings)

@@ -18,6 +18,7 @@ from distil.models import MODELS
 tp = pytest.importorskip("torch_pruning", reason="the prune extra: pip install distil[prune]")
 
 from distil.prune import layer_shapes, load_pruned, prune_channels  # noqa: E402
+from helpers import crash_at_distillation_step  # noqa: E402
 
 
 def _params(model) -> int:
@@ -115,9 +116,7 @@ def test_prune_mistakes_are_one_line(tmp_path, monkeypatch):
 
 def test_resume_mid_distillation_of_a_pruned_student_ends_on_the_uninterrupted_weights(tmp_path):
     from safetensors.torch import load_file
-    from torch.nn.modules.module import register_module_forward_hook
 
-    from distil.distiller import Distiller
     from distil.pipeline import run_recipe
 
     def recipe(out):
@@ -126,20 +125,8 @@ def test_resume_mid_distillation_of_a_pruned_student_ends_on_the_uninterrupted_w
                                         output_dir=str(out)))
 
     run_recipe(recipe(tmp_path / "ref"), progress=False)
-    calls = []
-
-    def crash(module, args, output):
-        if isinstance(module, Distiller) and module.training and output.get("teacher_output") is not None:
-            calls.append(1)
-            if len(calls) == 20:
-                raise KeyboardInterrupt("crash")
-
-    handle = register_module_forward_hook(crash)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_recipe(recipe(tmp_path / "run"), progress=False)
-    finally:
-        handle.remove()
+    with crash_at_distillation_step(20):
+        run_recipe(recipe(tmp_path / "run"), progress=False)
     run_recipe(recipe(tmp_path / "run"), resume=True, progress=False)
     reference = load_file(tmp_path / "ref" / "best" / "student.safetensors")
     resumed = load_file(tmp_path / "run" / "best" / "student.safetensors")

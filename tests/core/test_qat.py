@@ -13,7 +13,7 @@ from distil.errors import ConfigError, DistilError
 from distil.models import MODELS
 from distil.pipeline import run_recipe
 from distil.qat import float_model, fusable_groups, is_quantisation_aware, prepare_qat
-from helpers import random_teacher, write_recipe
+from helpers import crash_at_distillation_step, random_teacher, write_recipe
 
 IMAGE = {"input_shape": [1, 8, 8], "num_classes": 10, "channels": [4, 8]}
 
@@ -158,9 +158,6 @@ def test_resume_mid_qat_ends_on_the_uninterrupted_weights_and_ranges(tmp_path):
     """Observer ranges are buffers in the checkpoint: a resumed run ends on the same weights *and*
     the same int8 ranges as one that was never interrupted."""
     from safetensors.torch import load_file
-    from torch.nn.modules.module import register_module_forward_hook
-
-    from distil.distiller import Distiller
 
     teacher = random_teacher(tmp_path / "teacher.safetensors")
 
@@ -172,20 +169,8 @@ def test_resume_mid_qat_ends_on_the_uninterrupted_weights_and_ranges(tmp_path):
         return load_recipe(path)
 
     run_recipe(recipe("ref"), progress=False)
-    calls = []
-
-    def crash(module, args, output):
-        if isinstance(module, Distiller) and module.training:
-            calls.append(1)
-            if len(calls) == 10:
-                raise KeyboardInterrupt("crash")
-
-    handle = register_module_forward_hook(crash)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_recipe(recipe("run"), progress=False)
-    finally:
-        handle.remove()
+    with crash_at_distillation_step(10):
+        run_recipe(recipe("run"), progress=False)
     run_recipe(recipe("run"), resume=True, progress=False)
     reference = load_file(tmp_path / "ref" / "best" / "student.safetensors")
     resumed = load_file(tmp_path / "run" / "best" / "student.safetensors")

@@ -67,11 +67,10 @@ def export_run(
     import torch
     from torch.utils.data import DataLoader
 
-    from distil.batch import first_sample, split_batch, trim_padding
     from distil.checkpoint import atomic_write_text
     from distil.cli.evaluate import find_run, load_saved_run
-    from distil.export import (CALIBRATION_METHODS, INPUT_NAME, calibration_reader, check_onnx, export_onnx,
-                               input_signature, pytorch_reference, quantize_dynamic_int8, quantize_static_int8,
+    from distil.export import (CALIBRATION_METHODS, INPUT_NAME, calibration_reader, check_onnx, example_inputs,
+                               export_onnx, input_signature, pytorch_reference, quantize_dynamic_int8, quantize_static_int8,
                                require_export_extra)
     from distil.model_card import write_model_card
     from distil.qat import float_model, is_quantisation_aware
@@ -83,7 +82,7 @@ def export_run(
     run = load_saved_run(run_dir)
     out = Path(output_dir) if output_dir is not None else run.folder / "export"
     loader = DataLoader(run.bundle.test, batch_size=256 if run.recipe.task != "language_modeling" else 16)
-    example = first_sample(trim_padding(split_batch(next(iter(loader))))["inputs"])
+    example = example_inputs(loader)
     # a quantisation-aware student is checked as trained (fake-quantised) and exported as the float
     # network it simulates, batch norm folded, for onnxruntime to quantise
     network = float_model(run.student) if is_quantisation_aware(run.student) else run.student
@@ -101,7 +100,7 @@ def export_run(
         report["tokenizer_file"] = save_tokenizer(run.bundle.tokenizer, out)
     if int8:
         files["onnx_int8"] = quantize_dynamic_int8(files["onnx"], out / FILES["onnx_int8"])
-    if static and "inputs" in described:
+    if static and isinstance(example, dict):
         report["skipped"] = {FILES["onnx_int8_static"]: "static int8 is for students that read one float tensor "
                              "(images, features); this one reads token ids, and dynamic int8 suits it"}
     elif static:

@@ -84,9 +84,10 @@ def deep_inversion(teacher: nn.Module, image_shape: tuple[int, int, int], num_cl
 
     The teacher runs in evaluation mode (its batch norm normalises with the running statistics,
     which the statistics term compares against) and is left as it was. `on_batch(n)`
-    reports each finished batch of n images (a progress bar's advance). `first` is the index of the
-    first image in a longer synthesis made a batch at a time: targets keep cycling over the classes
-    from there, so the batches of an interrupted synthesis can be made again one by one.
+    reports each finished batch of n images (a progress bar's advance). Each batch draws its noise
+    from `seed` and its own index, so a synthesis made a batch at a time (`first`: the index of
+    this call's first image, a multiple of `batch_size`; the targets keep cycling from there) gives
+    the images one call makes, and an interrupted one can be made again from its missing batches.
     """
     if len(image_shape) != 3:
         raise ConfigError(f"data_free: DeepInversion synthesises images (C, H, W); the inputs have shape {tuple(image_shape)}")
@@ -95,10 +96,12 @@ def deep_inversion(teacher: nn.Module, image_shape: tuple[int, int, int], num_cl
     for p, _ in grads:  # only the pixels learn
         p.requires_grad_(False)
     stats = StatisticsMatch(teacher) if bn > 0 else None
-    g = torch.Generator().manual_seed(seed)
+    if first % batch_size:
+        raise ConfigError(f"deep_inversion: first must be a multiple of batch_size ({batch_size}), got {first}")
     images, targets = [], []
     try:
         for start in range(0, samples, batch_size):
+            g = torch.Generator().manual_seed(seed * 100_003 + (first + start) // batch_size)
             n = min(batch_size, samples - start)
             y = (torch.arange(first + start, first + start + n) % num_classes).to(device)
             x = torch.randn(n, *image_shape, generator=g).to(device).requires_grad_(True)
