@@ -147,6 +147,9 @@ class TrainConfig(_Strict):
     max_grad_norm: Positive | None = None
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 on GPU")
     early_stopping_patience: PositiveInt | None = Field(None, description="epochs without improvement")
+    keep: Literal["best", "last"] = Field(
+        "best", description="the student a training keeps in best/: the best epoch on validation, or the last "
+        "epoch's (as published tables report final-epoch accuracy)")
     checkpoint_every_epochs: PositiveInt = Field(1, description="checkpoint (for resume) every N epochs and at the end")
     checkpoint_every_steps: PositiveInt | None = Field(None, description="also checkpoint mid-epoch")
     sync_every_steps: PositiveInt = Field(

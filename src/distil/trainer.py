@@ -139,7 +139,8 @@ class Trainer:
     With `tasks` (name -> `distil.data.tasks.Task`), each batch also carries a batch of every
     further task, which the models of that task read; their validation uses the task's own split.
     Outputs in `config.output_dir`: `checkpoints/` (latest, for resume), `best/student.safetensors`
-    (the best student by validation accuracy, or MSE for regression) and `metrics.jsonl`.
+    (the best student by validation accuracy, or MSE for regression; the last epoch's with
+    `keep: last`) and `metrics.jsonl`.
     """
 
     def __init__(
@@ -524,12 +525,13 @@ class Trainer:
         self.state["epoch"] += 1
         if improved or value is None:
             self.state.update(best_metric=value, best_epoch=self.state["epoch"], bad_epochs=0)
+        else:
+            self.state["bad_epochs"] += 1
+        if improved or value is None or self.config.keep == "last":
             if self.accelerator.is_main_process:
                 ckpt.save_weights(self.accelerator.unwrap_model(self.model).student, self.out / "best" / "student.safetensors")
                 for model_name, model in self.distiller.companions().items():  # from the same epoch
                     ckpt.save_weights(model, self.out / "best" / f"{model_name}.safetensors")
-        else:
-            self.state["bad_epochs"] += 1
         if self.accelerator.is_main_process:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")

@@ -292,3 +292,26 @@ def test_qat_distil(tmp_path):
     qat = json.loads((tmp_path / "runs" / "cnn_8_16_32" / "s0" / "qat" / "export" / "export.json").read_text())
     assert qat["quantisation_aware"] is True
     assert not (tmp_path / "runs" / "cnn_8_16_32" / "s0" / "qat" / "teacher").exists()  # one teacher for all
+
+
+def test_cifar10_table(tmp_path, shared_dir):
+    import numpy as np
+
+    # the first 200 training and 50 test images of the shared JPEG CIFAR-10, so the smoke run tests quickly
+    with np.load(shared_dir / "data" / "cifar10_jpeg" / "cifar10_jpeg_bytes.npz") as full:
+        small = {}
+        for split, n in (("train", 200), ("test", 50)):
+            offsets = full[f"{split}_offsets"][: n + 1]
+            small |= {f"{split}_jpeg": full[f"{split}_jpeg"][: offsets[-1]], f"{split}_offsets": offsets,
+                      f"y_{split}": full[f"y_{split}"][:n]}
+    np.savez(tmp_path / "cifar10_jpeg_bytes.npz", **small)
+    data = load("cifar10_table").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"),
+                                       "--root", str(tmp_path), "--rows", "student", "kd", "crd"])
+    assert_all_ran(data)
+    rows = {r["row"]: r for r in data["rows"]}
+    assert set(rows) == {"teacher", "student", "kd", "crd"}
+    assert rows["student"]["gain_vs_student"] is None and rows["kd"]["gain_vs_student"] is not None
+    assert (tmp_path / "runs" / "teacher_cache").is_dir()  # the logit rows read the one shared cache
+    again = load("cifar10_table").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"),
+                                        "--root", str(tmp_path), "--report"])
+    assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in data["rows"]]

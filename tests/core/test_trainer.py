@@ -178,3 +178,22 @@ def test_named_columns_are_batched_like_the_dataloader_would():
     assert len(fast) == len(slow) == 4
     for a, b in zip(fast, slow):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_keep_last_keeps_the_final_epoch_not_the_best(digits, tmp_path):
+    # validation labels shifted by one class: the better the student learns, the worse it scores,
+    # so the best epoch is not the last
+    x, y = next(iter(torch.utils.data.DataLoader(digits.val, batch_size=len(digits.val))))
+    wrong = torch.utils.data.TensorDataset(x, (y + 1) % 10)
+    kept = {}
+    for keep in ("best", "last"):
+        torch.manual_seed(0)
+        student = mlp()
+        cfg = config(tmp_path / keep, epochs=4, keep=keep, optimizer={"lr": 1e-2})
+        result = Trainer(Distiller(student, None, {"ce": CrossEntropy()}), digits.train, wrong, cfg, progress=False).fit()
+        assert result.best_epoch < result.epochs_run == 4
+        kept[keep] = load_file(tmp_path / keep / "run" / "best" / "student.safetensors")
+        final = {k: v.detach().cpu() for k, v in student.state_dict().items()}
+    for k, v in final.items():  # the last training's final weights are what keep=last kept
+        torch.testing.assert_close(kept["last"][k], v, rtol=0, atol=0)
+    assert any(not torch.equal(kept["best"][k], kept["last"][k]) for k in final)

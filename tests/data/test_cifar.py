@@ -70,6 +70,21 @@ def test_split_is_seeded_disjoint_and_complete(tmp_path):
     assert len(no_val.train) == 50 and no_val.val is no_val.test  # the CRD protocol: validate on test
 
 
+def test_per_class_keeps_a_seeded_balanced_subset_of_the_training_rest(tmp_path):
+    labels = np.r_[np.zeros(30, int), np.ones(12, int), np.full(8, 2)]  # unbalanced: 30 / 12 / 8
+    path = write_npz(tmp_path / "d.npz", n_train=50, y_train=labels, y_test=np.arange(10) % 3)
+    full = cifar_npz(path, val_fraction=0.2, seed=3)
+    small = cifar_npz(path, val_fraction=0.2, seed=3, per_class=5)
+    counts = np.bincount(labels[small.train.indices], minlength=3)
+    assert counts.tolist() == [5, 5, min(5, int((labels[full.train.indices] == 2).sum()))]
+    assert set(small.train.indices) <= set(full.train.indices)  # never a validation image
+    assert np.array_equal(small.val.indices, full.val.indices)
+    assert np.array_equal(small.train.indices, cifar_npz(path, val_fraction=0.2, seed=3, per_class=5).train.indices)
+    assert not np.array_equal(small.train.indices, cifar_npz(path, val_fraction=0.2, seed=4, per_class=5).train.indices)
+    with pytest.raises(ValidationError):
+        cifar_npz(path, per_class=0)
+
+
 def test_eval_splits_are_not_augmented(tmp_path):
     x_train = np.random.default_rng(1).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
     bundle = cifar_npz(write_npz(tmp_path / "d.npz", x_train=x_train), val_fraction=0.5, normalize="cifar10")

@@ -171,11 +171,17 @@ def _stats(normalize: str, x_train: Any, train_rows: np.ndarray, num_classes: in
 
 
 def _bundle(x_train, y_train, x_test, y_test, num_classes: int, val_fraction: float, seed: int,
-            augment: bool, normalize: str, with_indices: bool) -> DataBundle:
-    """Split a seeded random `val_fraction` of train off as validation (val = test when it is 0)."""
+            augment: bool, normalize: str, with_indices: bool, per_class: int | None = None) -> DataBundle:
+    """Split a seeded random `val_fraction` of train off as validation (val = test when it is 0);
+    `per_class` then keeps a seeded random `per_class` of each class's training rest (a
+    class-balanced subset for short protocols; the validation split is unchanged)."""
     order = np.random.default_rng(seed).permutation(len(y_train))
     n_val = int(round(val_fraction * len(order)))
-    val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+    rest = order[n_val:]
+    if per_class is not None:  # the first per_class of each class in the seeded order
+        labels = np.asarray(y_train)[rest]
+        rest = np.concatenate([rest[labels == c][:per_class] for c in range(num_classes)])
+    val_rows, train_rows = np.sort(order[:n_val]), np.sort(rest)
     if len(train_rows) == 0:
         raise ValueError(f"val_fraction: {val_fraction} of {len(order)} training images leaves none to train on")
     mean, std = _stats(normalize, x_train, train_rows, num_classes)
@@ -224,28 +230,30 @@ def _first_line(error: Exception) -> str:
 @DATASETS.register
 @validated
 def cifar10_jpeg(root: str | Path = "../shared/data/cifar10_jpeg", val_fraction: ValFraction = 0.1, seed: Seed = 0,
-                 augment: bool = True, normalize: Normalize = "cifar10", with_indices: bool = False) -> DataBundle:
+                 augment: bool = True, normalize: Normalize = "cifar10", with_indices: bool = False,
+                 per_class: PositiveInt | None = None) -> DataBundle:
     """CIFAR-10 re-encoded as JPEG quality 75 (the shared `cifar10_jpeg_bytes.npz`); decoded lazily.
 
     `root` is the folder or the .npz itself. Lossy: clean-CIFAR models lose ~10 points on it, so
     train and evaluate on this version consistently. Use normalize="imagenet" with the akamaster
-    pre-trained ResNets, which were trained with those statistics.
+    pre-trained ResNets, which were trained with those statistics. `per_class` trains on a seeded,
+    class-balanced subset (e.g. 500 images of each class for a short CPU protocol).
     """
     splits = _jpeg_splits(root, "cifar10_jpeg_bytes.npz", "CIFAR-10 JPEG file", "cifar10_jpeg", test="test")
-    return _bundle(*splits, 10, val_fraction, seed, augment, normalize, with_indices)
+    return _bundle(*splits, 10, val_fraction, seed, augment, normalize, with_indices, per_class)
 
 
 @DATASETS.register
 @validated
 def imagenette64(root: str | Path = "../shared/data/imagenette64_jpeg", val_fraction: ValFraction = 0.1, seed: Seed = 0,
                  augment: bool = True, normalize: Literal["imagenet", "cifar10"] = "imagenet",
-                 with_indices: bool = False) -> DataBundle:
+                 with_indices: bool = False, per_class: PositiveInt | None = None) -> DataBundle:
     """Imagenette (10 ImageNet classes, fastai's imagenette2 split) at 64x64 RGB, the shared
     `imagenette_64_jpeg.npz`, decoded lazily: 9,469 training images (`val_fraction` of them held out
     for validation) and its 3,925 validation images as the test split. Augmented as CIFAR is (pad
     4, random crop, flip); normalised with the ImageNet statistics by default."""
     splits = _jpeg_splits(root, "imagenette_64_jpeg.npz", "Imagenette file", "imagenette64", test="val")
-    return _bundle(*splits, 10, val_fraction, seed, augment, normalize, with_indices)
+    return _bundle(*splits, 10, val_fraction, seed, augment, normalize, with_indices, per_class)
 
 
 def _jpeg_splits(root: str | Path, name: str, what: str, data: str, test: str) -> tuple[Any, np.ndarray, Any, np.ndarray]:
@@ -266,7 +274,8 @@ def _jpeg_splits(root: str | Path, name: str, what: str, data: str, test: str) -
 @DATASETS.register
 @validated
 def cifar_npz(path: str | Path, val_fraction: ValFraction = 0.1, seed: Seed = 0, num_classes: PositiveInt | None = None,
-              augment: bool = True, normalize: Normalize = "auto", with_indices: bool = False) -> DataBundle:
+              augment: bool = True, normalize: Normalize = "auto", with_indices: bool = False,
+              per_class: PositiveInt | None = None) -> DataBundle:
     """CIFAR-style images from a user .npz: x_train (N, 32, 32, 3) uint8, y_train (N,), x_test, y_test.
 
     `num_classes` defaults to max label + 1. normalize="auto" uses the CIFAR-10 statistics for 10
@@ -287,4 +296,4 @@ def cifar_npz(path: str | Path, val_fraction: ValFraction = 0.1, seed: Seed = 0,
     if low < 0 or high >= num_classes:
         raise DistilError(f"{path}: labels must be in 0..{num_classes - 1}, found {low if low < 0 else high}")
     return _bundle(data["x_train"], data["y_train"].astype(np.int64), data["x_test"], data["y_test"].astype(np.int64),
-                   num_classes, val_fraction, seed, augment, normalize, with_indices)
+                   num_classes, val_fraction, seed, augment, normalize, with_indices, per_class)
