@@ -64,7 +64,7 @@ def row_recipe(row: str, seed: int, args) -> dict:
     recipe["data"]["params"].update(root=str(args.root), per_class=args.per_class, val_fraction=args.val_fraction, seed=0,
                                     augment=not cached, with_indices=row == "crd")
     if cached:
-        recipe["teacher"]["cache"] = {"views": args.epochs, "path": str(args.runs / "teacher_cache")}
+        recipe["teacher"]["cache"] = {"views": args.epochs, "path": str(args.runs / "teacher_cache"), "seed": 0}
     if args.smoke:
         recipe.update(max_steps=2, epochs=1)
         if cached:

@@ -63,6 +63,9 @@ class TeacherCacheConfig(_Strict):
     top_k: PositiveInt = Field(64, description="language models: teacher tokens kept per position (the rest is one tail bucket)")
     dtype: Literal["float16", "bfloat16", "float32"] = Field("float16", description="storage type of the logits")
     batch_size: PositiveInt = Field(256, description="samples per teacher forward while building the cache")
+    seed: Seed | None = Field(
+        None, description="images: seed of the stored views (default: the recipe's); fix it to share one cache "
+        "between runs of different seeds")
     path: str | None = Field(
         None, description="cache folder; default <output_dir>/teacher_cache (rebuilt when stale). "
         "A stale cache at a given path is an error, never overwritten"

@@ -180,11 +180,12 @@ def run_estimator_recipe(recipe: Any, bundle: Any, out: Any, resume: bool, progr
                             temperature=cfg.temperature, min_weight=cfg.min_weight)
     fit_s = time.perf_counter() - start
     phase("evaluating the teacher and the estimator on the test split", progress)
-    metrics = {"teacher": evaluate_split(teacher, bundle, recipe.task, teacher)}
+    seen: dict = {}  # the teacher's outputs per split, computed once
+    metrics = {"teacher": evaluate_split(teacher, bundle, recipe.task, teacher, reference=seen)}
     if recipe.baseline:
         baseline = fit_estimator(_seeded(cfg, recipe.seed), x.numpy(), method="hard", labels=y.numpy())
-        metrics["baseline"] = evaluate_split(baseline, bundle, recipe.task, teacher)
-    metrics["distilled"] = evaluate_split(student, bundle, recipe.task, teacher) | {
+        metrics["baseline"] = evaluate_split(baseline, bundle, recipe.task, teacher, reference=seen)
+    metrics["distilled"] = evaluate_split(student, bundle, recipe.task, teacher, reference=seen) | {
         "fit_s": fit_s, "fit_inputs": len(inputs)}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return RunResult(out, FitResult(best_metric=None, best_epoch=None, epochs_run=0), metrics, student)

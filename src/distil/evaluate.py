@@ -170,8 +170,8 @@ def evaluate_model(
     if task == "language_modeling":
         return language_model_metrics(model, batches, device, teacher), None
     outputs, labels = predict(model, batches, device)
-    if teacher is not None and teacher_outputs is None:
-        teacher_outputs, _ = predict(teacher, batches, device, side="teacher_inputs")
+    if teacher is not None and teacher_outputs is None:  # the teacher's own row: its outputs are the reference
+        teacher_outputs = outputs if teacher is model else predict(teacher, batches, device, side="teacher_inputs")[0]
     return task_metrics(task, outputs, labels, teacher_outputs), teacher_outputs
 
 

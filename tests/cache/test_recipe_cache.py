@@ -97,6 +97,23 @@ def test_a_cache_at_a_given_path_is_shared_and_never_overwritten(tmp_path, teach
     assert (shared / "teacher_outputs.safetensors").stat().st_mtime_ns == stamp
 
 
+def test_runs_of_other_seeds_share_a_cache_whose_views_have_their_own_seed(tmp_path, teacher_file):
+    shared = tmp_path / "shared_cache"
+
+    def raw(run, seed, cache_seed):
+        cache = {"views": 2, "path": str(shared)} | ({} if cache_seed is None else {"seed": cache_seed})
+        teacher = {"model": "small_cnn", "params": {"channels": [8, 16]}, "checkpoint": str(teacher_file), "cache": cache}
+        return recipe(tmp_path, teacher, epochs=1, seed=seed, output_dir=str(tmp_path / run))
+
+    run_recipe(recipe_from_dict(raw("a", 0, 0)), progress=False)
+    stamp = (shared / "teacher_outputs.safetensors").stat().st_mtime_ns
+    run_recipe(recipe_from_dict(raw("b", 1, 0)), progress=False)  # another seed, the same stored views
+    assert (shared / "teacher_outputs.safetensors").stat().st_mtime_ns == stamp
+    assert json.loads((shared / "manifest.json").read_text())["seed"] == 0
+    with pytest.raises(ConfigError, match="differs in seed 0 -> 1"):  # the views follow the recipe's seed by default
+        run_recipe(recipe_from_dict(raw("c", 1, None)), progress=False)
+
+
 def tiny_cifar(path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)

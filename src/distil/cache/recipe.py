@@ -170,7 +170,8 @@ def cached_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out
         show = progress and state.is_main_process and (overwrite or not (path / "manifest.json").is_file())
         with pass_progress(f"teacher cache ({cfg.views} views)", len(images), enabled=show) as advance:
             return build_vision_cache(
-                teacher, images, path, num_views=cfg.views, seed=recipe.seed, augment=augment, dtype=cfg.dtype,
+                teacher, images, path, num_views=cfg.views, seed=recipe.seed if cfg.seed is None else cfg.seed,
+                augment=augment, dtype=cfg.dtype,
                 batch_size=cfg.batch_size, num_workers=recipe.data.num_workers, device=device,
                 autocast=_autocast(recipe, device), overwrite=overwrite, on_batch=advance)
 

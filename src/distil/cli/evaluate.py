@@ -109,7 +109,8 @@ def evaluate_checkpoint(checkpoint: Path, data: str | None, overrides: list[str]
             cfg = cfg.model_copy(update={"checkpoint": str(trained)})
         if cfg.checkpoint or cfg.pretrained:
             teacher = trained_teacher(cfg, bundle.for_teacher)
-    metrics = {"teacher": evaluate_split(teacher, bundle.for_teacher, recipe.task, teacher, split=split)} \
+    seen: dict = {}  # the teacher's outputs per split, computed once
+    metrics = {"teacher": evaluate_split(teacher, bundle.for_teacher, recipe.task, teacher, split=split, reference=seen)} \
         if teacher is not None else {}
-    metrics["student"] = evaluate_split(student, bundle, recipe.task, teacher, split=split)
+    metrics["student"] = evaluate_split(student, bundle, recipe.task, teacher, split=split, reference=seen)
     return metrics

@@ -36,8 +36,9 @@ STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # what torchvision-era CIFAR models (akamaster) expect
+    "efficientnet_lite": ((127 / 255,) * 3, (128 / 255,) * 3),  # (pixel - 127) / 128, as the Lite models were trained
 }
-Normalize = Literal["auto", "cifar10", "cifar100", "imagenet", "train"]
+Normalize = Literal["auto", "cifar10", "cifar100", "imagenet", "efficientnet_lite", "train"]
 PADDING = 4
 ValFraction = Annotated[float, Field(ge=0, lt=1)]
 
@@ -246,7 +247,7 @@ def cifar10_jpeg(root: str | Path = "../shared/data/cifar10_jpeg", val_fraction:
 @DATASETS.register
 @validated
 def imagenette64(root: str | Path = "../shared/data/imagenette64_jpeg", val_fraction: ValFraction = 0.1, seed: Seed = 0,
-                 augment: bool = True, normalize: Literal["imagenet", "cifar10"] = "imagenet",
+                 augment: bool = True, normalize: Literal["imagenet", "cifar10", "efficientnet_lite"] = "imagenet",
                  with_indices: bool = False, per_class: PositiveInt | None = None) -> DataBundle:
     """Imagenette (10 ImageNet classes, fastai's imagenette2 split) at 64x64 RGB, the shared
     `imagenette_64_jpeg.npz`, decoded lazily: 9,469 training images (`val_fraction` of them held out

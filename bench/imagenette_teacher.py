@@ -1,0 +1,110 @@
+"""#11 item 4: a pre-trained ImageNet teacher (EfficientNet-Lite0, its head cut to Imagenette's 10
+classes and fine-tuned at 64x64) distilled into a small CNN, against the same CNN on the labels.
+
+Rows: `kd` is `recipes/imagenette/efficientnet_lite0_small_cnn_kd.yaml` per seed; seed 0 fine-tunes
+the teacher, the other seeds read that teacher (`teacher.checkpoint`), so all share it and the one
+cache of its logits (`teacher.cache.path`). `student` is the same recipe with cross-entropy alone,
+no teacher, and the data set's own crop-flip augmentation (the cache's views, drawn per epoch) so
+both rows see augmented images for the same steps. Every row tests its final-epoch student
+(`keep: last`) on the 3,925 validation images (Imagenette's test split). Rows already run are
+read back, an interrupted one resumes.
+
+    OMP_NUM_THREADS=1 python bench/imagenette_teacher.py --rows kd --seeds 0 1 2
+    OMP_NUM_THREADS=1 python bench/imagenette_teacher.py --rows student --seeds 0 1 2
+    python bench/imagenette_teacher.py --report
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from benchlib import Results, parser, run_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "imagenette" / "efficientnet_lite0_small_cnn_kd.yaml"
+COLUMNS = ["row", "model", "accuracy", "std", "per_seed", "gain_vs_student", "agreement", "minutes", "seeds", "status"]
+
+
+def row_recipe(row: str, seed: int, args) -> dict:
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe.update(seed=seed)
+    recipe["data"]["params"]["root"] = str(args.root)
+    if args.smoke:
+        recipe.update(max_steps=2, epochs=1)
+        recipe["teacher"].update(epochs=1)
+        recipe["teacher"]["cache"]["views"] = 1
+    if row == "student":
+        del recipe["teacher"]
+        recipe["losses"] = [{"name": "cross_entropy"}]
+        recipe["data"]["params"]["augment"] = True
+    else:
+        recipe["teacher"]["cache"].update(path=str(args.runs / "teacher_cache"), seed=0)  # one cache for every seed
+        if seed != args.teacher_seed:
+            recipe["teacher"]["checkpoint"] = str(args.runs / "kd" / f"s{args.teacher_seed}" / "teacher" / "best" / "student.safetensors")
+    return recipe
+
+
+def run_row(row: str, seed: int, args) -> dict:
+    out = args.runs / row / f"s{seed}"
+    path = out.with_suffix(".yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(row_recipe(row, seed, args), sort_keys=False))
+    timing = out.with_suffix(".wall.json")
+    start = time.perf_counter()
+    metrics = run_metrics(path, out, [], not args.smoke)
+    if not timing.is_file():
+        timing.write_text(json.dumps({"seconds": time.perf_counter() - start}))
+    return metrics
+
+
+def table(args) -> dict:
+    done = {row: {int(f.parent.name[1:]): json.loads(f.read_text()) | json.loads(f.parent.with_suffix(".wall.json").read_text())
+                  for f in sorted((args.runs / row).glob("s*/metrics.json"))} for row in ("student", "kd")}
+    res = Results("imagenette_teacher", args, torch.device("cpu"), COLUMNS,
+                  "test accuracy (%) on Imagenette at 64x64: a fine-tuned EfficientNet-Lite0 teacher, a 94k-parameter "
+                  "CNN alone and distilled, final epoch, mean +- std over seeds")
+    student = {s: 100 * m["distilled"]["accuracy"] for s, m in done["student"].items()}
+    teachers = [m for m in done["kd"].values() if "teacher" in m]
+    if teachers:
+        res.add({"row": "teacher", "model": "EfficientNet-Lite0 (ImageNet, fine-tuned)",
+                 "accuracy": 100 * teachers[0]["teacher"]["accuracy"], "status": "ok"})
+    for row, name in (("student", "small CNN on labels"), ("kd", "small CNN, Hinton KD")):
+        runs = done[row]
+        if not runs:
+            continue
+        acc = {s: 100 * m["distilled"]["accuracy"] for s, m in runs.items()}
+        gains = [a - student[s] for s, a in acc.items() if s in student]
+        res.add({"row": row, "model": name, "accuracy": statistics.mean(acc.values()),
+                 "std": statistics.stdev(acc.values()) if len(acc) > 1 else None,
+                 "per_seed": " ".join(f"{a:.2f}" for a in acc.values()),
+                 "gain_vs_student": statistics.mean(gains) if gains and row != "student" else None,
+                 "agreement": statistics.mean(100 * m["distilled"]["agreement"] for m in runs.values())
+                 if row != "student" else None,
+                 "minutes": statistics.mean(m["seconds"] for m in runs.values()) / 60,
+                 "seeds": " ".join(map(str, runs)), "status": "ok"})
+    return res.finish()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = parser("Imagenette: EfficientNet-Lite0 (ImageNet) into a small CNN, against the CNN alone")
+    p.add_argument("--rows", nargs="+", choices=["kd", "student"], default=["kd", "student"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--teacher-seed", type=int, default=0, help="the kd seed whose run fine-tunes the shared teacher")
+    p.add_argument("--root", type=Path, default=ROOT.parent / "shared" / "data" / "imagenette64_jpeg")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "imagenette_teacher")
+    p.add_argument("--report", action="store_true", help="only print the table of the rows run so far")
+    args = p.parse_args(argv)
+    if not args.report:
+        for row in args.rows:
+            for seed in args.seeds:
+                run_row(row, seed, args)
+    return table(args)
+
+
+if __name__ == "__main__":
+    main()
