@@ -204,3 +204,47 @@ def run_metrics(recipe_path: Path, out: Path, overrides: Sequence[str], progress
     if not (out / "metrics.json").is_file():
         run_recipe(recipe, resume=out.is_dir(), progress=progress)
     return json.loads((out / "metrics.json").read_text())
+
+
+def recipe_run(recipe: dict[str, Any], out: Path, progress: bool) -> dict[str, Any]:
+    """`run_metrics` of a recipe given as a dict, its YAML saved beside the run (`<out>.yaml`)."""
+    import yaml
+
+    path = out.with_suffix(".yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return run_metrics(path, out, [], progress)
+
+
+def finished_runs(folder: Path) -> dict[int, dict[str, Any]]:
+    """seed -> metrics of every finished `recipe_run` in `folder/s<seed>`, with `train_seconds`."""
+    return {int(f.parent.name[1:]): json.loads(f.read_text()) | {"train_seconds": training_seconds(f.parent)}
+            for f in sorted(folder.glob("s*/metrics.json"))}
+
+
+def training_seconds(run: Path) -> float:
+    """Seconds the student's training steps took in a run, from its per-epoch log: steps x batch
+    size / samples per second, summed over epochs (evaluation and caches not included; robust to
+    the run having been interrupted and resumed)."""
+    import yaml
+
+    batch = yaml.safe_load((run / "recipe.yaml").read_text())["data"]["batch_size"]
+    total, step = 0.0, 0
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        total += (record["step"] - step) * batch / record["train/samples_per_s"]
+        step = record["step"]
+    return total
+
+
+def seed_summary(runs: dict[int, dict[str, Any]], baseline: dict[int, float] | None = None) -> dict[str, Any]:
+    """A table row of the distilled student over seeds (`finished_runs`): test accuracy (%) mean,
+    std and per seed, the mean gain over `baseline` (seed -> accuracy %, same seeds only), the
+    agreement with the teacher (%), minutes of training per run."""
+    acc = {s: 100 * m["distilled"]["accuracy"] for s, m in runs.items()}
+    gains = [a - baseline[s] for s, a in acc.items() if baseline and s in baseline]
+    agree = [100 * m["distilled"]["agreement"] for m in runs.values() if "agreement" in m["distilled"]]
+    return {"accuracy": statistics.mean(acc.values()), "std": statistics.stdev(acc.values()) if len(acc) > 1 else None,
+            "per_seed": " ".join(f"{a:.2f}" for a in acc.values()), "gain_vs_student": statistics.mean(gains) if gains else None,
+            "agreement": statistics.mean(agree) if agree else None,
+            "train_minutes": statistics.mean(m["train_seconds"] for m in runs.values()) / 60, "seeds": " ".join(map(str, runs))}

@@ -17,14 +17,11 @@ images. Rows already run are read back, an interrupted one resumes, so the scrip
 
 from __future__ import annotations
 
-import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import yaml
-from benchlib import Results, parser, run_metrics
+from benchlib import Results, finished_runs, parser, recipe_run, seed_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "cifar10" / "akamaster_resnet56_resnet20_kd.yaml"
@@ -47,7 +44,7 @@ NAMES = {"student": "ResNet-20 alone", "kd": "KD (Hinton et al. 2015)", "dkd": "
          "dist": "DIST (Huang et al. 2022)", "ls": "KD + logit standardisation (Sun et al. 2024)",
          "fitnet": "FitNet (Romero et al. 2015)", "at": "AT (Zagoruyko & Komodakis 2017)",
          "crd": "CRD (Tian et al. 2020)", "review_kd": "ReviewKD (Chen et al. 2021)"}
-COLUMNS = ["row", "method", "accuracy", "std", "per_seed", "gain_vs_student", "agreement", "minutes", "seeds", "status"]
+COLUMNS = ["row", "method", "accuracy", "std", "per_seed", "gain_vs_student", "agreement", "train_minutes", "seeds", "status"]
 
 
 def row_recipe(row: str, seed: int, args) -> dict:
@@ -72,31 +69,8 @@ def row_recipe(row: str, seed: int, args) -> dict:
     return recipe
 
 
-def run_row(row: str, seed: int, args) -> dict:
-    out = args.runs / row / f"s{seed}"
-    path = out.with_suffix(".yaml")  # the row's recipe, beside its run folder
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(row_recipe(row, seed, args), sort_keys=False))
-    timing = args.runs / row / f"s{seed}.wall.json"
-    start = time.perf_counter()
-    metrics = run_metrics(path, out, [], not args.smoke)
-    if not timing.is_file():  # the first finish; a re-read keeps the time of the run that made it
-        timing.write_text(json.dumps({"seconds": time.perf_counter() - start}))
-    return metrics | {"seconds": json.loads(timing.read_text())["seconds"]}
-
-
-def finished(args) -> dict[str, dict[int, dict]]:
-    """row -> seed -> metrics of every run under `args.runs` that has finished."""
-    done: dict[str, dict[int, dict]] = {}
-    for row in ROWS:
-        for metrics_file in sorted((args.runs / row).glob("s*/metrics.json")):
-            seconds = json.loads(metrics_file.parent.with_suffix(".wall.json").read_text())["seconds"]
-            done.setdefault(row, {})[int(metrics_file.parent.name[1:])] = json.loads(metrics_file.read_text()) | {"seconds": seconds}
-    return done
-
-
 def table(args) -> dict:
-    done = finished(args)
+    done = {row: runs for row in ROWS if (runs := finished_runs(args.runs / row))}
     res = Results("cifar10_table", args, torch.device("cpu"), COLUMNS,
                   f"test accuracy (%) of ResNet-20 students of a ResNet-56 on CIFAR-10 JPEG, {10 * args.per_class} "
                   f"training images, {args.epochs} epochs, final epoch, mean +- std over seeds")
@@ -105,16 +79,8 @@ def table(args) -> dict:
     if teacher:
         res.add({"row": "teacher", "method": "ResNet-56 (akamaster, pre-trained)", "accuracy": teacher[0], "status": "ok"})
     for row, runs in done.items():
-        acc = {s: 100 * m["distilled"]["accuracy"] for s, m in runs.items()}
-        gains = [a - student[s] for s, a in acc.items() if s in student]
-        res.add({"row": row, "method": NAMES[row], "accuracy": statistics.mean(acc.values()),
-                 "std": statistics.stdev(acc.values()) if len(acc) > 1 else None,
-                 "per_seed": " ".join(f"{a:.2f}" for a in acc.values()),
-                 "gain_vs_student": statistics.mean(gains) if gains and row != "student" else None,
-                 "agreement": statistics.mean(100 * m["distilled"]["agreement"] for m in runs.values()
-                                              if "agreement" in m["distilled"]) if row != "student" else None,
-                 "minutes": statistics.mean(m["seconds"] for m in runs.values()) / 60,
-                 "seeds": " ".join(map(str, runs)), "status": "ok"})
+        summary = seed_summary(runs, student if row != "student" else None)
+        res.add({"row": row, "method": NAMES[row], **summary, "status": "ok"})
     return res.finish()
 
 
@@ -134,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.report:
         for row in args.rows:
             for seed in args.seeds:
-                run_row(row, seed, args)
+                recipe_run(row_recipe(row, seed, args), args.runs / row / f"s{seed}", not args.smoke)
     return table(args)
 
 

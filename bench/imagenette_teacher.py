@@ -16,18 +16,15 @@ read back, an interrupted one resumes.
 
 from __future__ import annotations
 
-import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import yaml
-from benchlib import Results, parser, run_metrics
+from benchlib import Results, finished_runs, parser, recipe_run, seed_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "imagenette" / "efficientnet_lite0_small_cnn_kd.yaml"
-COLUMNS = ["row", "model", "accuracy", "std", "per_seed", "gain_vs_student", "agreement", "minutes", "seeds", "status"]
+COLUMNS = ["row", "model", "accuracy", "std", "per_seed", "gain_vs_student", "agreement", "train_minutes", "seeds", "status"]
 
 
 def row_recipe(row: str, seed: int, args) -> dict:
@@ -49,22 +46,8 @@ def row_recipe(row: str, seed: int, args) -> dict:
     return recipe
 
 
-def run_row(row: str, seed: int, args) -> dict:
-    out = args.runs / row / f"s{seed}"
-    path = out.with_suffix(".yaml")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(row_recipe(row, seed, args), sort_keys=False))
-    timing = out.with_suffix(".wall.json")
-    start = time.perf_counter()
-    metrics = run_metrics(path, out, [], not args.smoke)
-    if not timing.is_file():
-        timing.write_text(json.dumps({"seconds": time.perf_counter() - start}))
-    return metrics
-
-
 def table(args) -> dict:
-    done = {row: {int(f.parent.name[1:]): json.loads(f.read_text()) | json.loads(f.parent.with_suffix(".wall.json").read_text())
-                  for f in sorted((args.runs / row).glob("s*/metrics.json"))} for row in ("student", "kd")}
+    done = {row: finished_runs(args.runs / row) for row in ("student", "kd")}
     res = Results("imagenette_teacher", args, torch.device("cpu"), COLUMNS,
                   "test accuracy (%) on Imagenette at 64x64: a fine-tuned EfficientNet-Lite0 teacher, a 94k-parameter "
                   "CNN alone and distilled, final epoch, mean +- std over seeds")
@@ -77,16 +60,7 @@ def table(args) -> dict:
         runs = done[row]
         if not runs:
             continue
-        acc = {s: 100 * m["distilled"]["accuracy"] for s, m in runs.items()}
-        gains = [a - student[s] for s, a in acc.items() if s in student]
-        res.add({"row": row, "model": name, "accuracy": statistics.mean(acc.values()),
-                 "std": statistics.stdev(acc.values()) if len(acc) > 1 else None,
-                 "per_seed": " ".join(f"{a:.2f}" for a in acc.values()),
-                 "gain_vs_student": statistics.mean(gains) if gains and row != "student" else None,
-                 "agreement": statistics.mean(100 * m["distilled"]["agreement"] for m in runs.values())
-                 if row != "student" else None,
-                 "minutes": statistics.mean(m["seconds"] for m in runs.values()) / 60,
-                 "seeds": " ".join(map(str, runs)), "status": "ok"})
+        res.add({"row": row, "model": name, **seed_summary(runs, student if row != "student" else None), "status": "ok"})
     return res.finish()
 
 
@@ -102,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.report:
         for row in args.rows:
             for seed in args.seeds:
-                run_row(row, seed, args)
+                recipe_run(row_recipe(row, seed, args), args.runs / row / f"s{seed}", not args.smoke)
     return table(args)
 
 

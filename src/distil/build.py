@@ -306,7 +306,7 @@ def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module
         on_policy = OnPolicy(**recipe.on_policy.model_dump(), pad_token_id=0 if pad is None else pad)
     return Distiller(student, teacher, build_losses(recipe.losses), model_inputs=recipe.model_inputs,
                      on_policy=on_policy, models=models, update_order=recipe.update_order,
-                     transforms=[build_mix(recipe, bundle)] if recipe.mix is not None else [],
+                     transforms=batch_transforms(recipe, bundle, teachers),
                      cross_modal=bundle.teacher_data is not None, tasks=model_tasks(recipe))
 
 
@@ -352,6 +352,19 @@ def check_prune(recipe: Recipe) -> None:
 def model_tasks(recipe: Recipe) -> dict[str, str]:
     """Model name -> the task it reads, for the models of `models:` that read one."""
     return {name: cfg.task for name, cfg in recipe.models.items() if getattr(cfg, "task", None)}
+
+
+def batch_transforms(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module]) -> list[Any]:
+    """What the Distiller does to each training batch before any model sees it: mixup / cutmix,
+    or, in an adversarial data-free run, the generator's images replacing it."""
+    transforms: list[Any] = []
+    cfg = recipe.data_free
+    if cfg is not None and cfg.method == "adversarial":  # first: a mix then mixes generated images
+        from distil.data.adversarial import AdversarialImages
+
+        transforms.append(AdversarialImages(teachers[0], bundle.input_shape, z_dim=cfg.z_dim, lr=cfg.generator_lr,
+                                            student_steps=cfg.student_steps))
+    return transforms + ([build_mix(recipe, bundle)] if recipe.mix is not None else [])
 
 
 def build_mix(recipe: Recipe, bundle: DataBundle) -> BatchMix:
@@ -533,7 +546,8 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
         field = "teacher" if not isinstance(recipe.teacher, list) else f"teacher[{i}]"
         models[field] = check_teacher(recipe, teacher, bundle, field)
     check_outputs(models, bundle)
-    if recipe.data_free is not None and recipe.data_free.bn > 0 and not batch_norms(models["teacher"]):
+    inverts = recipe.data_free is not None and recipe.data_free.method == "deep_inversion"
+    if inverts and recipe.data_free.bn > 0 and not batch_norms(models["teacher"]):
         raise ConfigError("data_free.bn: the teacher has no batch-norm layers, so there are no statistics to match; "
                           "set data_free.bn: 0 (the priors alone) or use a teacher with batch norm")
     if transfer is not None:  # the teachers and the student must read it too
@@ -580,7 +594,7 @@ def check_data_free(recipe: Recipe, bundle: DataBundle) -> None:
         pronoun = "it" if len(others) == 1 else "them"
         raise ConfigError(f"data_free: {', '.join(others)} would read the training data; remove {pronoun}")
     if len(bundle.input_shape) != 3:
-        raise ConfigError(f"data_free: DeepInversion synthesises images (C, H, W); data set {recipe.data.name!r} gives "
+        raise ConfigError(f"data_free: {cfg.method} synthesises images (C, H, W); data set {recipe.data.name!r} gives "
                           f"inputs of shape {tuple(bundle.input_shape)} (for MNIST and digits, data.params.layout: image)")
 
 

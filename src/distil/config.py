@@ -271,21 +271,27 @@ class CrossModalConfig(_Strict):
 
 
 class DataFreeConfig(_Strict):
-    """Data-free distillation (DeepInversion, Yin et al., CVPR 2020): the student never reads a real
-    training input. `samples` images are synthesised from the trained teacher (its batch-norm
-    statistics, its classes, image priors) and the teacher labels them for the student; the
-    validation and test splits still measure the student. The teacher must come trained."""
+    """Data-free distillation: the student never reads a real training input; the teacher labels
+    synthetic images for it, and the validation and test splits still measure it. The teacher
+    must come trained. `deep_inversion` (Yin et al., CVPR 2020) synthesises `samples` images once,
+    before training, from the teacher's batch-norm statistics, its classes and image priors;
+    `adversarial` (DFAD, Fang et al. 2019) trains a generator with the student, in the same loop,
+    to draw the images they disagree on most (`distil.data.adversarial`)."""
 
-    method: Literal["deep_inversion"] = "deep_inversion"
-    samples: PositiveInt = Field(2048, description="synthetic images, targets cycling over the classes")
-    batch_size: PositiveInt = Field(256, description="images optimised together (batch-norm statistics are per batch)")
-    iterations: PositiveInt = Field(500, description="optimisation steps per batch")
-    lr: Positive = Field(0.1, description="Adam learning rate of the pixels (cosine-decayed)")
-    bn: NonNegative = Field(1.0, description="weight of the batch-norm statistics term (needs batch norm in the teacher)")
-    tv: NonNegative = Field(1e-2, description="weight of the total-variation prior")
-    l2: NonNegative = Field(1e-4, description="weight of the l2 prior on the pixels")
-    jitter: Annotated[int, Field(ge=0, le=16)] = Field(2, description="random shift (pixels) of the batch each step")
-    flip: bool = Field(False, description="random horizontal flips each step (not for digits)")
+    method: Literal["deep_inversion", "adversarial"] = "deep_inversion"
+    samples: PositiveInt = Field(2048, description="deep_inversion: synthetic images, targets cycling over the classes; "
+                                 "adversarial: images generated per epoch (data.batch_size per step)")
+    batch_size: PositiveInt = Field(256, description="deep_inversion: images optimised together (batch-norm statistics are per batch)")
+    iterations: PositiveInt = Field(500, description="deep_inversion: optimisation steps per batch")
+    lr: Positive = Field(0.1, description="deep_inversion: Adam learning rate of the pixels (cosine-decayed)")
+    bn: NonNegative = Field(1.0, description="deep_inversion: weight of the batch-norm statistics term (needs batch norm in the teacher)")
+    tv: NonNegative = Field(1e-2, description="deep_inversion: weight of the total-variation prior")
+    l2: NonNegative = Field(1e-4, description="deep_inversion: weight of the l2 prior on the pixels")
+    jitter: Annotated[int, Field(ge=0, le=16)] = Field(2, description="deep_inversion: random shift (pixels) of the batch each step")
+    flip: bool = Field(False, description="deep_inversion: random horizontal flips each step (not for digits)")
+    z_dim: PositiveInt = Field(256, description="adversarial: size of the generator's noise input")
+    generator_lr: Positive = Field(1e-3, description="adversarial: Adam learning rate of the generator")
+    student_steps: PositiveInt = Field(5, description="adversarial: student steps per generator step (DFAD: 5)")
 
 
 class MixConfig(_Strict):

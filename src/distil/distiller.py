@@ -156,6 +156,9 @@ class Distiller(nn.Module):
         # it, so the teacher scores what the student learns from: mixup / cutmix
         # (`distil.data.mix.BatchMix`), the student's own continuations (`OnPolicy`).
         self.transforms = [*transforms, *([on_policy] if on_policy is not None else [])]
+        # transforms that learn (an adversarial generator): moved and checkpointed with the run,
+        # trained by their own optimizers, never by the student's
+        self.sources = nn.ModuleList([t for t in self.transforms if isinstance(t, nn.Module) and t.state_dict()])
         self.cross_modal = cross_modal
         self.student = student
         self.teachers, self.peers, self.followers = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
@@ -297,14 +300,20 @@ class Distiller(nn.Module):
         yield from nn.ModuleDict({STUDENT: self.student, "losses": self.losses, "peers": self.peers}).parameters()
 
     def trainable(self) -> nn.ModuleDict:
-        """What a checkpoint saves (sharing the tensors): student, losses, and any peers and
-        followers. Frozen teachers are left out; they are rebuilt from their own weights."""
+        """What a checkpoint saves (sharing the tensors): student, losses, and any peers, followers
+        and learning transforms. Frozen teachers are left out; they are rebuilt from their own weights."""
         parts = {STUDENT: self.student, "losses": self.losses}
         if len(self.peers):
             parts["peers"] = self.peers
         if len(self.followers):
             parts["followers"] = self.followers
+        if len(self.sources):
+            parts["sources"] = self.sources
         return nn.ModuleDict(parts)
+
+    def source_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers of the learning transforms, whose state a checkpoint keeps."""
+        return [source.optimizer for source in self.sources if hasattr(source, "optimizer")]
 
     def set_epoch(self, epoch: float) -> None:
         self.epoch = float(epoch)

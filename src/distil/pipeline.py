@@ -301,12 +301,17 @@ def run_chain(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module], out
 
 
 def synthetic_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out: Path, progress: bool) -> Dataset:
-    """The data-free run's training set: images synthesised from the teacher (DeepInversion) into
+    """The data-free run's training set. Adversarial: blanks the generator replaces batch by batch
+    (`distil.data.adversarial`). DeepInversion: images synthesised from the teacher into
     `<out>/synthetic/` once (with a grid of them for the report), unlabelled, so the teacher's
     targets alone teach. Each batch is saved when it is made (`synthetic/batches/`), seeded by the
     run's seed and its own index, so an interrupted synthesis resumes at the first missing batch
     and ends on the images an uninterrupted one makes."""
     cfg, folder = recipe.data_free, out / "synthetic"
+    if cfg.method == "adversarial":  # the generator draws every batch during training
+        from distil.data.adversarial import Draws
+
+        return Draws(cfg.samples, bundle.input_shape)
     if not (folder / "done.json").is_file():
         if PartialState().is_main_process:
             device = "cuda" if torch.cuda.is_available() and not recipe.cpu else "cpu"
@@ -389,6 +394,10 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, pr
                                   student=copy.deepcopy(pruned) if pruned is not None else None)
     if not state.is_main_process:
         return RunResult(out, fit, {}, distiller.student)
+    if len(distiller.sources):  # an adversarial data-free run: what its generator learnt to draw
+        generated = distiller.sources[0].eval().sample(64).cpu()
+        save_grid(generated, out / "synthetic" / "grid.png")
+        save_tensors({"images": generated}, out / "synthetic" / "images.safetensors")
     teacher = _as_teacher(recipe, teachers)
     phase("evaluating every model on the test split: accuracy, fidelity to the teacher, size, latency", progress)
     trained = {**({"pruned": pruned} if pruned is not None else {}),

@@ -259,6 +259,7 @@ class Trainer:
             "epoch_sums": {k: v.detach().cpu() for k, v in self._epoch_sums.items()},
             "epoch_seen": self._epoch_seen,
             "epoch_time": self._epoch_time + time.perf_counter() - self._epoch_start,
+            "source_optimizers": [o.state_dict() for o in self.distiller.source_optimizers()],
         }
 
     def _save(self) -> None:
@@ -290,6 +291,8 @@ class Trainer:
             training, info = ckpt.load_checkpoint(path, self.accelerator.unwrap_model(self.model).trainable())
             self.optimizer.load_state_dict(training["optimizer"])
             self.scheduler.load_state_dict(training["scheduler"])
+            for optimizer, state in zip(self.distiller.source_optimizers(), training.get("source_optimizers", [])):
+                optimizer.load_state_dict(state)
             ckpt.set_rng_state(training["rng"])
             self.state.update(info)
             device = self.accelerator.device

@@ -126,7 +126,7 @@ def test_data_free_recipes_that_would_read_training_data_are_one_line(teacher_we
     with pytest.raises(ConfigError, match="^data_free.bn: the teacher has no batch-norm layers"):
         run_recipe(data_free(teacher_weights, tmp_path, teacher=no_bn), progress=False)
     flat = {"name": "digits", "batch_size": 32}
-    with pytest.raises(ConfigError, match=r"^data_free: DeepInversion synthesises images \(C, H, W\)"):
+    with pytest.raises(ConfigError, match=r"^data_free: deep_inversion synthesises images \(C, H, W\)"):
         run_recipe(data_free(teacher_weights, tmp_path, data=flat, teacher=no_bn), progress=False)
 
 

@@ -1,0 +1,101 @@
+"""Adversarial data-free distillation (DFAD): a generator trained in the loop to draw the images the
+student and the teacher disagree on; no real training input is ever read."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from distil.data.adversarial import AdversarialImages, Generator, logit_discrepancy
+from distil.errors import ConfigError
+from distil.models import MODELS
+from distil.pipeline import run_recipe
+from distil.report import write_report
+from helpers import crash_at_distillation_step
+from test_data_free import data_free, teacher_weights  # noqa: F401  (the trained teacher fixture)
+
+ADVERSARIAL = {"method": "adversarial", "samples": 64, "z_dim": 16, "student_steps": 2}
+
+
+def test_the_generator_draws_images_of_the_data_shape():
+    assert Generator(16, (1, 8, 8))(torch.randn(5, 16)).shape == (5, 1, 8, 8)
+    assert Generator(16, (3, 28, 12))(torch.randn(2, 16)).shape == (2, 3, 28, 12)
+    with pytest.raises(ConfigError, match="sides divide by 4, the data's are 30x32"):
+        Generator(16, (3, 30, 32))
+
+
+def test_logit_discrepancy_is_the_mean_absolute_difference():
+    s, t = torch.tensor([[1.0, -2.0], [3.0, 4.0]]), torch.zeros(2, 2)
+    assert logit_discrepancy(s, t).item() == pytest.approx(2.5)
+    assert logit_discrepancy(t, t).item() == 0.0
+
+
+def _game(lr):
+    """Teacher, student (eval mode: a fixed function) and 40 generator steps at `lr`, same seed."""
+    torch.manual_seed(0)
+    net = lambda: MODELS.get("small_cnn")(input_shape=[1, 8, 8], num_classes=10, channels=[8, 16])  # noqa: E731
+    teacher, student = net().eval().requires_grad_(False), net().eval()
+    source = AdversarialImages(teacher, (1, 8, 8), z_dim=16, lr=lr, student_steps=1)
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (teacher, student)]
+    gaps = [source.generator_step(student, 64) for _ in range(40)]
+    return teacher, student, before, sum(gaps[-5:]) / 5
+
+
+def test_generator_steps_raise_the_disagreement_and_leave_both_networks_alone():
+    teacher, student, before, trained = _game(0.01)
+    *_, still = _game(1e-9)  # the same game with a generator that cannot move
+    assert trained > 1.15 * still  # measured: 0.219 against 0.177
+    assert all(p.grad is None for p in student.parameters())  # the student's own step is untouched
+    for model, saved in zip((teacher, student), before):
+        assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in student.parameters())  # left as it was
+
+
+def test_the_transform_replaces_each_batch_by_unlabelled_generated_images():
+    teacher, net = (MODELS.get("small_cnn")(input_shape=[1, 8, 8], num_classes=10, channels=[8]) for _ in range(2))
+    source = AdversarialImages(teacher.eval(), (1, 8, 8), z_dim=16, student_steps=3)
+    blanks = [torch.zeros(6, 1, 8, 8), torch.full((6,), -100)]
+    before = [p.clone() for p in source.generator.parameters()]
+    batch = source(net, blanks)
+    assert batch["inputs"].shape == (6, 1, 8, 8) and batch["inputs"].std() > 0 and (batch["labels"] == -100).all()
+    moved = any(not torch.equal(a, b) for a, b in zip(before, source.generator.parameters()))
+    assert moved and int(source.calls) == 1  # call 0 stepped the generator first
+    stepped = [p.clone() for p in source.generator.parameters()]
+    source(net, blanks), source(net, blanks)  # calls 1 and 2: no generator step
+    assert all(torch.equal(a, b) for a, b in zip(stepped, source.generator.parameters()))
+
+
+def test_an_adversarial_run_never_reads_the_training_split_and_shows_what_it_drew(teacher_weights, tmp_path):  # noqa: F811
+    result = run_recipe(data_free(teacher_weights, tmp_path, data_free=ADVERSARIAL), progress=False)
+    assert 0 <= result.metrics["distilled"]["accuracy"] <= 1 and "teacher" in result.metrics
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4]  # 64 generated images per epoch in batches of 32
+    assert (tmp_path / "run" / "synthetic" / "grid.png").is_file()
+    assert load_file(tmp_path / "run" / "synthetic" / "images.safetensors")["images"].shape == (64, 1, 8, 8)
+    write_report(tmp_path / "run")
+    assert "Synthetic training images" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_an_interrupted_adversarial_run_resumes_to_the_uninterrupted_weights(teacher_weights, tmp_path):  # noqa: F811
+    def recipe(name):
+        return data_free(teacher_weights, tmp_path, data_free=ADVERSARIAL, checkpoint_every_steps=1,
+                         output_dir=str(tmp_path / name))
+
+    run_recipe(recipe("whole"), progress=False)
+    with crash_at_distillation_step(3):  # after step 2's checkpoint, before step 3's
+        run_recipe(recipe("cut"), progress=False)
+    run_recipe(recipe("cut"), resume=True, progress=False)
+    last = {d: sorted((tmp_path / d / "checkpoints").glob("step-*"))[-1] / "model.safetensors" for d in ("whole", "cut")}
+    whole, cut = load_file(last["whole"]), load_file(last["cut"])
+    assert any(k.startswith("sources.0.generator.") for k in whole)  # the generator is in the checkpoint
+    assert whole.keys() == cut.keys()
+    for k in whole:
+        torch.testing.assert_close(cut[k], whole[k], rtol=0, atol=0, msg=k)
+
+
+def test_adversarial_recipes_it_cannot_serve_are_one_line(teacher_weights, tmp_path):  # noqa: F811
+    flat = {"name": "digits", "batch_size": 32}
+    no_bn = {"model": "mlp", "params": {"hidden": [8]}, "checkpoint": str(teacher_weights)}
+    with pytest.raises(ConfigError, match=r"^data_free: adversarial synthesises images \(C, H, W\)"):
+        run_recipe(data_free(teacher_weights, tmp_path, data=flat, teacher=no_bn, data_free=ADVERSARIAL), progress=False)
