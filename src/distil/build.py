@@ -360,7 +360,13 @@ def batch_transforms(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Modul
     transforms: list[Any] = []
     cfg = recipe.data_free
     if cfg is not None and cfg.method == "adversarial":  # first: a mix then mixes generated images
+        from accelerate import PartialState
+
         from distil.data.adversarial import AdversarialImages
+
+        if PartialState().num_processes > 1:
+            raise ConfigError("data_free: the adversarial generator trains on one process (each process would train "
+                              "its own); launch this run without torchrun / accelerate launch")
 
         transforms.append(AdversarialImages(teachers[0], bundle.input_shape, z_dim=cfg.z_dim, lr=cfg.generator_lr,
                                             student_steps=cfg.student_steps))

