@@ -22,8 +22,12 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> tor
         cls, options = torch.optim.SGD, dict(momentum=cfg.momentum, nesterov=cfg.nesterov)
     else:
         cls, options = (torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam), dict(betas=cfg.betas)
+    # Fused SGD with momentum fails once a parameter gets its first gradient after step 0 (torch
+    # 2.13: a None momentum buffer beside others), as an adapter of a term that starts later does
+    # (`warmup_epochs`, `start_epoch`); the foreach form skips it as the plain loop does.
+    fused = not (cfg.name == "sgd" and cfg.momentum > 0)
     try:  # one fused kernel for all parameters instead of a Python loop over them
-        return cls(groups, lr=cfg.lr, fused=True, **options)
+        return cls(groups, lr=cfg.lr, fused=fused, **options)
     except (RuntimeError, TypeError):  # a device or dtype without a fused implementation
         return cls(groups, lr=cfg.lr, **options)
 
