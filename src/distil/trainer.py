@@ -289,7 +289,10 @@ class Trainer:
         path = ckpt.latest_checkpoint(self.out / "checkpoints")
         if path is not None:
             training, info = ckpt.load_checkpoint(path, self.accelerator.unwrap_model(self.model).trainable())
+            kernels = [group.get("fused") for group in self.optimizer.param_groups]
             self.optimizer.load_state_dict(training["optimizer"])
+            for group, fused in zip(self.optimizer.param_groups, kernels):  # this build's kernel, not the saved one
+                group["fused"] = fused
             self.scheduler.load_state_dict(training["scheduler"])
             for optimizer, state in zip(self.distiller.source_optimizers(), training.get("source_optimizers", [])):
                 optimizer.load_state_dict(state)
