@@ -216,6 +216,15 @@ def recipe_run(recipe: dict[str, Any], out: Path, progress: bool) -> dict[str, A
     return run_metrics(path, out, [], progress)
 
 
+def run_grid(args: argparse.Namespace, recipe_of: Callable[[str, int, argparse.Namespace], dict[str, Any]]) -> None:
+    """Unless `--report`: a `recipe_run` of `recipe_of(row, seed, args)` into `<runs>/<row>/s<seed>`
+    for every row and seed of `args`, rows first."""
+    if not args.report:
+        for row in args.rows:
+            for seed in args.seeds:
+                recipe_run(recipe_of(row, seed, args), args.runs / row / f"s{seed}", not args.smoke)
+
+
 def finished_runs(folder: Path) -> dict[int, dict[str, Any]]:
     """seed -> metrics of every finished `recipe_run` in `folder/s<seed>`, with `train_seconds`."""
     return {int(f.parent.name[1:]): json.loads(f.read_text()) | {"train_seconds": training_seconds(f.parent)}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from benchlib import Results, finished_runs, parser, recipe_run, seed_summary
+from benchlib import Results, finished_runs, parser, run_grid, seed_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "cifar10" / "akamaster_resnet56_resnet20_kd.yaml"
@@ -97,10 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.smoke:
         args.per_class, args.epochs = 3, 1
-    if not args.report:
-        for row in args.rows:
-            for seed in args.seeds:
-                recipe_run(row_recipe(row, seed, args), args.runs / row / f"s{seed}", not args.smoke)
+    run_grid(args, row_recipe)
     return table(args)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from benchlib import Results, finished_runs, parser, recipe_run, seed_summary
+from benchlib import Results, finished_runs, parser, run_grid, seed_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "imagenette" / "efficientnet_lite0_small_cnn_kd.yaml"
@@ -84,10 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "imagenette_teacher")
     p.add_argument("--report", action="store_true", help="only print the table of the rows run so far")
     args = p.parse_args(argv)
-    if not args.report:
-        for row in args.rows:
-            for seed in args.seeds:
-                recipe_run(row_recipe(row, seed, args), args.runs / row / f"s{seed}", not args.smoke)
+    run_grid(args, row_recipe)
     return table(args)
 
 
