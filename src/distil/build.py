@@ -367,7 +367,6 @@ def batch_transforms(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Modul
         if PartialState().num_processes > 1:
             raise ConfigError("data_free: the adversarial generator trains on one process (each process would train "
                               "its own); launch this run without torchrun / accelerate launch")
-
         transforms.append(AdversarialImages(teachers[0], bundle.input_shape, z_dim=cfg.z_dim, lr=cfg.generator_lr,
                                             student_steps=cfg.student_steps))
     return transforms + ([build_mix(recipe, bundle)] if recipe.mix is not None else [])
