@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     overrides = list(args.overrides)
     if args.smoke:
-        overrides = ["max_steps=2", "epochs=1", "data_free.samples=16", "data_free.batch_size=8", *overrides]
+        overrides = ["max_steps=2", "epochs=1", "data_free.samples=16", "data_free.batch_size=8",
+                     "data_free.iterations=2", *overrides]
     folder = ROOT / "recipes" / "data_free"
     teacher_out = args.runs / "teacher"
     teacher = run_metrics(folder / "mnist_teacher.yaml", teacher_out, [o for o in overrides if not o.startswith("data_free")],
@@ -46,8 +47,6 @@ def main(argv: list[str] | None = None) -> dict:
     weights = teacher_out / "best" / "student.safetensors"
     for arm in args.arms:
         recipe, changes = ARMS[arm]
-        if args.smoke and recipe == "mnist_deep_inversion.yaml":
-            changes = [*changes, "data_free.iterations=2"]
         acc, seconds = [], []
         for seed in args.seeds:
             out = args.runs / f"{arm}_s{seed}"

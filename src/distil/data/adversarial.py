@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from distil.errors import ConfigError
+from distil.teacher import as_logits
 
 
 class Generator(nn.Module):
@@ -102,7 +103,7 @@ class AdversarialImages(nn.Module):
         teacher = self._teacher[0]
         images = self.generator(torch.randn(n, self.z_dim, device=self.calls.device))
         with _frozen(student):
-            gap = logit_discrepancy(_logits(student(images)), _logits(teacher(images)))
+            gap = logit_discrepancy(as_logits(student(images)), as_logits(teacher(images)))
         self.optimizer.zero_grad(set_to_none=True)
         (-gap).backward()
         self.optimizer.step()
@@ -115,12 +116,6 @@ class AdversarialImages(nn.Module):
         self.calls += 1
         images = self.sample(n)
         return {"inputs": images, "labels": torch.full((n,), -100, dtype=torch.long, device=images.device)}
-
-
-def _logits(output: Any) -> Tensor:
-    from distil.teacher import as_logits
-
-    return as_logits(output)
 
 
 def _batch_size(batch: Any) -> int:
