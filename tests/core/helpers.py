@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -80,3 +81,10 @@ def crash_at_distillation_step(n: int) -> Iterator[None]:
             yield
     finally:
         handle.remove()
+
+
+def logged_epochs(run_dir: Path) -> list[dict]:
+    """A run's metrics.jsonl without its one timing field, which no resumed epoch can reproduce:
+    what an interrupted and resumed run must log exactly as an uninterrupted one."""
+    return [{k: v for k, v in json.loads(line).items() if k != "train/samples_per_s"}
+            for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]

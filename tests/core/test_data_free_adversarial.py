@@ -12,7 +12,7 @@ from distil.errors import ConfigError
 from distil.models import MODELS
 from distil.pipeline import run_recipe
 from distil.report import write_report
-from helpers import crash_at_distillation_step
+from helpers import crash_at_distillation_step, logged_epochs
 from test_data_free import data_free, teacher_weights  # noqa: F401  (the trained teacher fixture)
 
 ADVERSARIAL = {"method": "adversarial", "samples": 64, "z_dim": 16, "student_steps": 2}
@@ -92,6 +92,7 @@ def test_an_interrupted_adversarial_run_resumes_to_the_uninterrupted_weights(tea
     assert whole.keys() == cut.keys()
     for k in whole:
         torch.testing.assert_close(cut[k], whole[k], rtol=0, atol=0, msg=k)
+    assert logged_epochs(tmp_path / "cut") == logged_epochs(tmp_path / "whole")
 
 
 def test_adversarial_recipes_it_cannot_serve_are_one_line(teacher_weights, tmp_path):  # noqa: F811

@@ -23,6 +23,7 @@ from distil.models.small import MLP
 from distil.pipeline import run_recipe
 from distil.roles import Peer, share_layers
 from distil.trainer import Trainer
+from helpers import logged_epochs
 
 
 def data(n, classes, seed):
@@ -122,11 +123,7 @@ def test_resume_mid_multitask_run_ends_on_the_uninterrupted_weights(tmp_path):
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
 
-    def log(run):  # without its one timing field, which no resumed epoch can reproduce
-        return [{k: v for k, v in json.loads(line).items() if k != "train/samples_per_s"}
-                for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-    assert log(tmp_path / "run") == log(tmp_path / "ref")  # val/b/accuracy included
+    assert logged_epochs(tmp_path / "run") == logged_epochs(tmp_path / "ref")  # val/b/accuracy included
 
 
 def test_a_tasks_model_is_validated_on_that_tasks_validation_split(tmp_path):

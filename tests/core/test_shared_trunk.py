@@ -20,6 +20,7 @@ from distil.models.small import MLP
 from distil.pipeline import run_recipe
 from distil.roles import Peer, share_layers
 from distil.trainer import Trainer
+from helpers import logged_epochs
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "schemes"
 
@@ -108,13 +109,7 @@ def test_resume_mid_rocket_ends_on_the_uninterrupted_weights_with_the_trunk_stil
     for key, value in reference.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0)
 
-    def log(run):  # without its one timing field, which no resumed epoch can reproduce
-        import json
-
-        return [{k: v for k, v in json.loads(line).items() if k != "train/samples_per_s"}
-                for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-    assert log(tmp_path / "run") == log(tmp_path / "ref")
+    assert logged_epochs(tmp_path / "run") == logged_epochs(tmp_path / "ref")
 
 
 def test_rocket_recipe_reports_light_net_booster_and_baseline(tmp_path):
