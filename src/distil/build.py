@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from distil.batch import split_batch
-from distil.cache.recipe import cached_teacher, check_teacher_cache
+from distil.cache.recipe import cache_temperature, cached_teacher, check_teacher_cache, live_top_k
 from distil.checkpoint import load_weights
 from distil.config import (CrossModalConfig, DataConfig, FollowerConfig, LossConfig, ModelConfig, PeerConfig, Recipe,
                            TeacherConfig, format_errors)
@@ -303,7 +303,9 @@ def build_distiller(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module
     on_policy = None
     if recipe.on_policy is not None:
         pad = getattr(getattr(student, "config", None), "pad_token_id", None)
-        on_policy = OnPolicy(**recipe.on_policy.model_dump(), pad_token_id=0 if pad is None else pad)
+        cache = cached_teacher(recipe) if teacher is not None else None
+        score = live_top_k(teacher, cache.top_k, cache_temperature(recipe)) if cache is not None else None
+        on_policy = OnPolicy(**recipe.on_policy.model_dump(), pad_token_id=0 if pad is None else pad, score=score)
     return Distiller(student, teacher, build_losses(recipe.losses), model_inputs=recipe.model_inputs,
                      on_policy=on_policy, models=models, update_order=recipe.update_order,
                      transforms=batch_transforms(recipe, bundle, teachers),
@@ -545,8 +547,6 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
     check_teacher_cache(recipe, bundle, terms)
     if recipe.on_policy is not None and recipe.task != "language_modeling":
         raise ConfigError(f"on_policy: needs task language_modeling (the student writes text), got {recipe.task}")
-    if recipe.on_policy is not None and any(t.cache is not None for t in recipe.teachers):
-        raise ConfigError("on_policy: the student's own text needs the live teacher to score it; remove teacher.cache")
     for i, teacher in enumerate(recipe.teachers):
         field = "teacher" if not isinstance(recipe.teacher, list) else f"teacher[{i}]"
         models[field] = check_teacher(recipe, teacher, bundle, field)
@@ -624,6 +624,12 @@ def check_taps(configs: list[LossConfig], terms: dict[str, Term], models: dict[s
                     raise ConfigError(f"losses[{i}].{side}_layers: {e}") from None
 
 
+def ships_weights(cfg: ModelConfig) -> bool:
+    """Whether the model's factory loads pre-trained weights itself (`hf_pretrained`): a teacher that
+    needs neither a checkpoint nor training first."""
+    return cfg.model in MODELS and getattr(MODELS.get(cfg.model), "ships_weights", False)
+
+
 def check_teacher(recipe: Recipe, cfg: TeacherConfig, bundle: DataBundle, field: str) -> nn.Module:
     """The teacher as `distil run` will get it: packaged, loaded from its checkpoint, or (to be
     trained) built fresh, with its own `data_params` data built and probed too."""
@@ -634,7 +640,7 @@ def check_teacher(recipe: Recipe, cfg: TeacherConfig, bundle: DataBundle, field:
             return load_pretrained(cfg.pretrained)
         except DistilError as e:  # an unknown name, or weights not found
             raise ConfigError(f"{field}.pretrained: {e}") from None
-    if not cfg.checkpoint and not cfg.epochs:
+    if not cfg.checkpoint and not cfg.epochs and not ships_weights(cfg):
         raise ConfigError(f"{field}: set checkpoint (trained weights), pretrained, or epochs (train it first)")
     model = build_model(cfg, bundle.for_teacher, field)
     if not cfg.checkpoint and cfg.data_params:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from distil.build import (build_data, build_distiller, build_losses, build_model, build_student, build_tasks,
-                          build_transfer, check_recipe, combine_teachers, probe_inputs, task_recipe)
+                          build_transfer, check_recipe, combine_teachers, probe_inputs, ships_weights, task_recipe)
 from distil.cache.recipe import cached_teacher, cached_train_set
 from distil.checkpoint import atomic_write_text, load_weights
 from distil.config import LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, dump_recipe
@@ -217,9 +217,11 @@ def load_teachers(recipe: Recipe, bundle: DataBundle, out: Path, resume: bool, p
         field = "teacher" if not isinstance(recipe.teacher, list) else f"teacher[{i}]"
         if cfg.pretrained or cfg.checkpoint:
             teachers.append(trained_teacher(cfg, bundle, field))
-        elif cfg.epochs:
+        elif cfg.epochs:  # trained here, or fine-tuned from weights the model ships with
             folder = out / ("teacher" if len(recipe.teachers) == 1 else f"teacher{i}")
             teachers.append(train_teacher(recipe, cfg, bundle, folder, resume, progress))
+        elif ships_weights(cfg):
+            teachers.append(build_model(cfg, bundle, field))
         else:
             raise ConfigError(f"{field}: set checkpoint (trained weights), pretrained, or epochs (train it first)")
     return teachers
@@ -231,7 +233,8 @@ def load_frozen_models(recipe: Recipe, bundle: DataBundle, out: Path, resume: bo
     for name, cfg in recipe.models.items():
         if isinstance(cfg, PeerConfig) and not cfg.trainable:  # on its task's data, if it has one
             field, own = f"models.{name}", bundle.of_task(cfg.task)
-            frozen[name] = trained_teacher(cfg, own, field) if cfg.pretrained or cfg.checkpoint else \
+            as_is = cfg.pretrained or cfg.checkpoint or (ships_weights(cfg) and not cfg.epochs)
+            frozen[name] = trained_teacher(cfg, own, field) if as_is else \
                 train_teacher(task_recipe(recipe, cfg.task), cfg, own, out / "models" / name, resume, progress, field)
     return frozen
 

@@ -331,3 +331,13 @@ def test_imagenette_teacher(tmp_path, shared_dir):
     rows = {r["row"]: r for r in data["rows"]}
     assert set(rows) == {"teacher", "student", "kd", "kd_at"} and rows["kd"]["seeds"] == "0 1"
     assert not (tmp_path / "runs" / "kd" / "s1" / "teacher").exists()  # seed 1 read seed 0's teacher
+
+
+def test_lm_smollm2(tmp_path):
+    pytest.importorskip("transformers")
+    data = load("lm_smollm2").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"), "--seeds", "0", "1"])
+    assert_all_ran(data)
+    rows = {r["row"]: r for r in data["rows"]}
+    assert set(rows) == {"teacher", "text", "forward_kl", "reverse_kl", "jsd", "on_policy"}
+    assert rows["text"]["x_text"] == 1.0 and rows["jsd"]["seeds"] == "0 1"
+    assert all(rows[r]["agreement"] is not None for r in ("text", "forward_kl", "on_policy"))

@@ -204,12 +204,47 @@ def test_on_policy_steps_train_on_the_students_own_text(tmp_path, monkeypatch):
     assert result.metrics["distilled"]["agreement"] > 0.3
 
 
-def test_on_policy_needs_a_language_model_and_a_live_teacher(tmp_path):
-    cached = load_recipe(RECIPES / "toy_gpt2_kd.yaml", SHRINK + [
-        "on_policy={fraction: 0.5}", "teacher.cache={top_k: 4}", "losses=[{name: sparse_token_kd}]",
-        f"output_dir={tmp_path}"])
-    with pytest.raises(ConfigError, match="on_policy: the student's own text needs the live teacher"):
-        check_recipe(cached, build_data(cached))
+def test_on_policy_steps_of_a_cached_run_are_scored_by_the_live_teacher(tmp_path, monkeypatch):
+    """With `teacher.cache`, the data's windows read the cache (no teacher call) and the student's own
+    text, which no cache holds, is scored by the live teacher in the cache's top-k form."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    sets = SHRINK + ["losses=[{name: sparse_token_kd, beta: 0.5}]", "teacher.cache={top_k: 4}", f"output_dir={tmp_path}",
+                     "on_policy={fraction: 0.5, prompt_tokens: 8, max_new_tokens: 6}"]
+    steps, forward = [], Distiller.forward
+
+    def spy(self, batch):
+        if not (self.training and self.teacher is not None):
+            return forward(self, batch)
+        calls = []
+        handle = register_module_forward_hook(lambda m, a, o: calls.append(1) if m is self.teacher.module else None)
+        try:
+            out = forward(self, batch)
+        finally:
+            handle.remove()
+        steps.append((out["output"].shape[1], len(calls)))
+        return out
+
+    from distil.losses.lm.sparse_token_kd import SparseTokenKD
+
+    widths, loss_forward = set(), SparseTokenKD.forward
+
+    def loss_spy(self, student_logits, teacher_logits, *args, **kwargs):
+        widths.add(teacher_logits.shape[-1])
+        return loss_forward(self, student_logits, teacher_logits, *args, **kwargs)
+
+    monkeypatch.setattr(Distiller, "forward", spy)
+    monkeypatch.setattr(SparseTokenKD, "forward", loss_spy)
+    result = run_recipe(load_recipe(RECIPES / "toy_gpt2_kd.yaml", sets), progress=False)
+    assert widths == {2 * 4 + 2}  # both kinds of step: packed top-4, never the dense logits
+    generated = [calls for length, calls in steps if length <= 8 + 6]
+    windows = [calls for length, calls in steps if length == 32]
+    assert generated and windows and len(generated) + len(windows) == len(steps)
+    assert all(calls == 1 for calls in generated) and all(calls == 0 for calls in windows)
+    assert result.metrics["distilled"]["agreement"] > 0.3
+
+
+def test_on_policy_needs_a_language_model(tmp_path):
     digits = recipe_from_dict({
         "data": {"name": "digits"}, "teacher": {"model": "mlp", "epochs": 1}, "student": {"model": "mlp"},
         "losses": [{"name": "hinton_kd"}], "on_policy": {"fraction": 0.5}, "output_dir": str(tmp_path / "d")})

@@ -16,7 +16,7 @@ import inspect
 import json
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from accelerate import PartialState
@@ -31,8 +31,10 @@ from distil.data import DATASETS, DataBundle
 from distil.distiller import Term, loss_inputs
 from distil.errors import ConfigError, DistilError
 from distil.lm.cache import CachedSequences, build_teacher_cache
+from distil.lm.topk import topk_from_logits
 from distil.losses import LOSSES
 from distil.progress import pass_progress
+from distil.teacher import FrozenTeacher
 from distil.trainer import on_cpu
 
 # Data-set options that make the training split augment itself, and the value that turns each off.
@@ -100,6 +102,17 @@ def cache_temperature(recipe: Recipe) -> float:
     if len(found) != 1:
         raise ConfigError(f"losses: the sparse losses must share one temperature, the cache's, got {sorted(found)}")
     return found.pop()
+
+
+def live_top_k(teacher: nn.Module, k: int, temperature: float) -> Callable[[dict], Tensor]:
+    """batch -> the live teacher's packed top-k of it (`distil.lm.topk`), in the cache's form: the
+    teacher of a cached run scoring text no cache holds (the student's own, `on_policy`)."""
+    frozen = FrozenTeacher(teacher)  # eval mode and no_grad, whatever the caller's mode
+
+    def score(batch: dict) -> Tensor:
+        return topk_from_logits(frozen({k: v for k, v in batch.items() if k != "labels"}), k, temperature)
+
+    return score
 
 
 def _check_plain_images(recipe: Recipe, train: Dataset) -> None:

@@ -291,14 +291,21 @@ def sst2(
 
 
 def _hf_tokenizer(path: str, field: str) -> Any:
-    """A local tokenizer folder (or `package:NAME/sub`, one an installed package carries)."""
+    """A local tokenizer folder or `.gguf` file (or `package:NAME/sub`, one an installed package carries)."""
     folder = local_folder(path)
-    if not folder.is_dir():
-        raise DistilError(f"{field}: {path} is not a folder; give a local tokenizer saved with save_pretrained")
+    if folder.suffix == ".gguf":
+        from distil.models.hf import gguf_source
+
+        source = gguf_source(folder)
+    elif folder.is_dir():
+        source = {"pretrained_model_name_or_path": folder}
+    else:
+        raise DistilError(f"{field}: {path} is not a folder; give a local tokenizer saved with save_pretrained "
+                          "or a .gguf file")
     _require("transformers")
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(**source, local_files_only=True)
     tokenizer.name_or_path = str(path)  # as the recipe names it, wherever the package lives
     return tokenizer
 
@@ -377,13 +384,21 @@ class TokenBlocks(Dataset):
         return gather
 
 
-def _lm_bundle(text: str, tokenizer: CharTokenizer, bounds: tuple[float, float], block_size: int,
-               stride: int | None, max_train: int | None) -> TextBundle:
-    """Split the text at the fractions `bounds` into train / val / test streams of blocks."""
-    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    a, b = int(len(ids) * bounds[0]), int(len(ids) * bounds[1])
-    train = TokenBlocks(ids[:a], block_size, stride or block_size, max_train)
-    val, test = TokenBlocks(ids[a:b], block_size, block_size), TokenBlocks(ids[b:], block_size, block_size)
+def _token_ids(tokenizer: Any, text: str) -> Tensor:
+    if isinstance(tokenizer, CharTokenizer):
+        return torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]  # one stream: no BOS/EOS
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _lm_bundle(text: str, tokenizer: Any, bounds: tuple[float, float], block_size: int,
+               stride: int | None, max_train: int | None, max_eval: int | None = None) -> TextBundle:
+    """Split the text at the character fractions `bounds` into train / val / test streams of blocks
+    (at characters, so every tokenizer holds out the same text)."""
+    a, b = int(len(text) * bounds[0]), int(len(text) * bounds[1])
+    train, val, test = (_token_ids(tokenizer, part) for part in (text[:a], text[a:b], text[b:]))
+    train = TokenBlocks(train, block_size, stride or block_size, max_train)
+    val, test = (TokenBlocks(ids, block_size, block_size, max_eval) for ids in (val, test))
     return TextBundle(train, val, test, len(tokenizer), (block_size,), "language_modeling",
                       tokenizer=tokenizer, model_kwargs={"vocab_size": len(tokenizer)})
 
@@ -395,18 +410,24 @@ def tiny_shakespeare(
     block_size: MaxLength = 64,
     stride: PositiveInt | None = None,
     max_train: PositiveInt | None = None,
+    max_eval: PositiveInt | None = None,
+    tokenizer: str | None = None,
 ) -> TextBundle:
-    """TinyShakespeare (1.1M characters) at the character level (65 symbols, nanoGPT's set).
+    """TinyShakespeare (1.1M characters) at the character level (65 symbols, nanoGPT's set), or in
+    the tokens of a pre-trained teacher's `tokenizer` (a local folder or `.gguf` file, as for `sst2`).
 
-    Split as nanoGPT does, first 90% train, then the last 10% halved into validation and test.
-    Training windows start every `stride` characters (default: `block_size`, no overlap);
-    `max_train` keeps only the first that many training windows.
+    Split as nanoGPT does, first 90% of the characters train, then the last 10% halved into
+    validation and test. Training windows start every `stride` tokens (default: `block_size`, no
+    overlap); `max_train` keeps only the first that many training windows, `max_eval` the first that
+    many validation and test windows (as Hugging Face's run_clm `max_eval_samples`: a large teacher
+    scores every evaluation).
     """
     path = Path(root) / "tinyshakespeare.txt"
     if not path.is_file():
         raise DistilError(f"tiny_shakespeare: {path} not found (the shared lm_text folder); set data.params.root")
     text = path.read_text(encoding="utf-8")
-    return _lm_bundle(text, CharTokenizer(sorted(set(text))), (0.9, 0.95), block_size, stride, max_train)
+    tok = _hf_tokenizer(tokenizer, "tokenizer") if tokenizer is not None else CharTokenizer(sorted(set(text)))
+    return _lm_bundle(text, tok, (0.9, 0.95), block_size, stride, max_train, max_eval)
 
 
 TOY_SUBJECTS = ["the cat", "the dog", "a bird", "my friend", "the old man", "a child", "the teacher"]

@@ -69,35 +69,54 @@ def _save_json(path: Path, obj: dict) -> None:
 
 
 class _ShardWriter:
-    """Buffers per-token top-k rows and flushes a shard every `shard_tokens` tokens."""
+    """Collects per-token top-k rows in buffers of one shard and flushes a shard every `shard_tokens`
+    tokens.
 
-    def __init__(self, root: Path, dtype: torch.dtype, shard_tokens: int):
-        self.root, self.dtype, self.shard_tokens = root, dtype, shard_tokens
-        self.rows: dict[str, list[Tensor]] = {"values": [], "indices": [], "tail_lse": []}
-        self.lengths: list[int] = []
+    The buffers are allocated once per shard, not a small tensor per sequence: thousands of small
+    tensors kept alive between the teacher's large temporary ones fragment glibc's heap, which
+    then never shrinks (measured: +330 MB per batch of eight 128-token windows of a 49k vocabulary).
+    """
+
+    def __init__(self, root: Path, dtype: torch.dtype, shard_tokens: int, k: int, total_tokens: int):
+        self.root, self.dtype, self.shard_tokens, self.k = root, dtype, shard_tokens, k
         self.entries: list[dict] = []
-        self.next_sequence = 0
+        self.next_sequence, self.left = 0, total_tokens  # tokens still to come: no buffer larger than that
+        self._new_buffers(min(shard_tokens, total_tokens))
+
+    def _new_buffers(self, capacity: int) -> None:
+        self.values = torch.empty(capacity, self.k, dtype=self.dtype)
+        self.indices = torch.empty(capacity, self.k, dtype=torch.int32)
+        self.tail_lse = torch.empty(capacity, dtype=torch.float32)
+        self.lengths: list[int] = []
+        self.used = 0
 
     def add(self, values: Tensor, indices: Tensor, tail: Tensor) -> None:
-        self.rows["values"].append(values.to(self.dtype).cpu())
-        self.rows["indices"].append(indices.int().cpu())
-        self.rows["tail_lse"].append(tail.float().cpu())
-        self.lengths.append(values.shape[0])
-        if sum(self.lengths) >= self.shard_tokens:
+        n = values.shape[0]
+        if self.used + n > len(self.values):  # one sequence longer than what is left: grow once
+            old = (self.values[:self.used], self.indices[:self.used], self.tail_lse[:self.used], self.lengths)
+            self._new_buffers(max(2 * len(old[0]), self.used + n))
+            self.values[:len(old[0])], self.indices[:len(old[0])], self.tail_lse[:len(old[0])] = old[:3]
+            self.lengths, self.used = old[3], len(old[0])
+        rows = slice(self.used, self.used + n)
+        self.values[rows], self.indices[rows], self.tail_lse[rows] = values.cpu(), indices.cpu(), tail.cpu()
+        self.lengths.append(n)
+        self.used += n
+        if self.used >= self.shard_tokens:
             self.flush()
 
     def flush(self) -> None:
         if not self.lengths:
             return
         name = f"shard-{len(self.entries):05d}.safetensors"
-        tensors = {k: torch.cat(v).contiguous() for k, v in self.rows.items()}
-        tensors["lengths"] = torch.tensor(self.lengths, dtype=torch.int64)
+        tensors = {"values": self.values[:self.used].clone(), "indices": self.indices[:self.used].clone(),
+                   "tail_lse": self.tail_lse[:self.used].clone(),
+                   "lengths": torch.tensor(self.lengths, dtype=torch.int64)}
         atomic_write(self.root / name, lambda tmp: save_file(tensors, str(tmp)))
         self.entries.append({"file": name, "first_sequence": self.next_sequence, "num_sequences": len(self.lengths),
-                             "num_tokens": sum(self.lengths), "sha256": sha256_file(self.root / name)})
+                             "num_tokens": self.used, "sha256": sha256_file(self.root / name)})
         self.next_sequence += len(self.lengths)
-        self.rows = {k: [] for k in self.rows}
-        self.lengths = []
+        self.left -= self.used
+        self._new_buffers(max(1, min(self.shard_tokens, self.left)))
 
 
 def _describe(teacher: nn.Module, name: str | None) -> dict:
@@ -163,7 +182,7 @@ def build_teacher_cache(
         for old_shard in root.glob("shard-*.safetensors"):  # by pattern: never a name the manifest gives
             old_shard.unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
-    writer = _ShardWriter(root, DTYPES[dtype], shard_tokens)
+    writer = _ShardWriter(root, DTYPES[dtype], shard_tokens, k, sum(len(_ids(x)) for x in sequences))
     _run_teacher(unwrap(teacher), sequences, writer, k=k, temperature=temperature, batch_size=batch_size,
                  on_batch=on_batch)
     manifest["num_tokens"] = sum(e["num_tokens"] for e in writer.entries)

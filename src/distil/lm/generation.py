@@ -18,7 +18,7 @@ ids with -100 on the prompt (so only generated tokens are learned), right-padded
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -151,14 +151,18 @@ class OnPolicy:
     the batch's first `prompt_tokens` tokens instead (see `on_policy_batch`); otherwise the batch
     itself. The draw uses torch's global generator, which checkpoints save, so resumed runs repeat
     it. Give it to `Distiller(on_policy=...)`, or set `on_policy` in a recipe.
+
+    `score` (batch -> teacher_logits) is for runs whose other steps read a teacher cache: the
+    student's fresh text is in no cache, so the live teacher scores it into the same packed top-k
+    form (`distil.cache.recipe.live_top_k`) and the one sparse loss reads both kinds of step.
     """
 
     def __init__(self, fraction: float = 0.5, prompt_tokens: int = 16, max_new_tokens: int = 16,
-                 temperature: float = 1.0, pad_token_id: int = 0):
+                 temperature: float = 1.0, pad_token_id: int = 0, score: Callable[[dict], Tensor] | None = None):
         if not 0 <= fraction <= 1:
             raise ValueError(f"fraction: must be in [0, 1], got {fraction}")
         self.fraction, self.prompt_tokens, self.max_new_tokens = fraction, prompt_tokens, max_new_tokens
-        self.temperature, self.pad_token_id = temperature, pad_token_id
+        self.temperature, self.pad_token_id, self.score = temperature, pad_token_id, score
 
     def __call__(self, student: nn.Module, batch: Any) -> Any:
         if not isinstance(batch, dict) or "input_ids" not in batch:
@@ -168,5 +172,8 @@ class OnPolicy:
             return batch
         ids = batch["input_ids"][:, : self.prompt_tokens]
         mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))[:, : self.prompt_tokens]
-        return on_policy_batch(student, {"input_ids": ids, "attention_mask": mask}, max_new_tokens=self.max_new_tokens,
-                               temperature=self.temperature, pad_token_id=self.pad_token_id)
+        batch = on_policy_batch(student, {"input_ids": ids, "attention_mask": mask}, max_new_tokens=self.max_new_tokens,
+                                temperature=self.temperature, pad_token_id=self.pad_token_id)
+        if self.score is not None:
+            batch["teacher_logits"] = self.score(batch)
+        return batch

