@@ -250,6 +250,7 @@ class Trainer:
         self._teacher_val = None
         self._epoch_sums: dict[str, torch.Tensor] = {}  # the running epoch's loss sums, checkpointed
         self._epoch_seen, self._epoch_time, self._epoch_start = 0, 0.0, time.perf_counter()
+        self._sources_stepped: int | None = None  # the optimizer step the learning sources last stepped at
 
     def _training_state(self) -> dict[str, Any]:
         return {
@@ -421,6 +422,8 @@ class Trainer:
         an alternating update order, one such pass per phase of the Distiller."""
         acc, cfg, phases = self.accelerator, self.config, len(self.distiller.phases)
         self.distiller.set_progress(self.state["step"] / max(1, self.steps_per_epoch * self.config.epochs))
+        if len(self.distiller.sources):
+            self._source_steps(batch)
         parts: dict[str, torch.Tensor] = {}
         if phases > 1:  # every phase of the step reads one mixed / generated batch
             batch = self.distiller.transform(batch)
@@ -444,6 +447,18 @@ class Trainer:
                     and not self._epoch_checkpoint_follows():
                 self._save()
         return parts, n
+
+    def _source_steps(self, batch: Any) -> None:
+        """The learning batch sources' own phase (an adversarial generator): each `learn`s at the
+        start of every `every`-th optimizer step of the student (once per step, whatever the
+        gradient accumulation), in float32 outside autocast, clipped to `max_grad_norm`."""
+        step = self.state["step"]
+        if self._sources_stepped == step:  # a later micro-batch of the same optimizer step
+            return
+        self._sources_stepped = step
+        for source in self.distiller.sources:
+            if step % source.every == 0:
+                source.learn(self.distiller.student, batch, self.config.max_grad_norm)
 
     def _phase(self, batch: Any, phase: int | None) -> dict[str, torch.Tensor]:
         """One forward and backward, and the optimizer step at accumulation boundaries."""

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from distil.data.adversarial import AdversarialImages, Generator, logit_discrepancy
-from distil.errors import ConfigError
+from distil.errors import ConfigError, NonFiniteLossError
 from distil.models import MODELS
 from distil.pipeline import run_recipe
 from distil.report import write_report
@@ -38,7 +38,7 @@ def _game(lr):
     teacher, student = net().eval().requires_grad_(False), net().eval()
     source = AdversarialImages(teacher, (1, 8, 8), z_dim=16, lr=lr, student_steps=1)
     before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (teacher, student)]
-    gaps = [source.generator_step(student, 64) for _ in range(40)]
+    gaps = [source.learn(student, [torch.zeros(64, 1, 8, 8)]) for _ in range(40)]
     return teacher, student, before, sum(gaps[-5:]) / 5
 
 
@@ -59,11 +59,48 @@ def test_the_transform_replaces_each_batch_by_unlabelled_generated_images():
     before = [p.clone() for p in source.generator.parameters()]
     batch = source(net, blanks)
     assert batch["inputs"].shape == (6, 1, 8, 8) and batch["inputs"].std() > 0 and (batch["labels"] == -100).all()
-    moved = any(not torch.equal(a, b) for a, b in zip(before, source.generator.parameters()))
-    assert moved and int(source.calls) == 1  # call 0 stepped the generator first
-    stepped = [p.clone() for p in source.generator.parameters()]
-    source(net, blanks), source(net, blanks)  # calls 1 and 2: no generator step
-    assert all(torch.equal(a, b) for a, b in zip(stepped, source.generator.parameters()))
+    source(net, blanks)
+    assert all(torch.equal(a, b) for a, b in zip(before, source.generator.parameters()))  # drawing never learns
+
+
+def _pair():
+    torch.manual_seed(0)
+    teacher, student = (MODELS.get("small_cnn")(input_shape=[1, 8, 8], num_classes=10, channels=[8]).eval() for _ in range(2))
+    return AdversarialImages(teacher.requires_grad_(False), (1, 8, 8), z_dim=16), student
+
+
+def test_the_generator_step_is_clipped_and_a_non_finite_one_is_named():
+    source, student = _pair()
+    norm = lambda: torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in source.generator.parameters()])).item()  # noqa: E731
+    source.learn(student, [torch.zeros(32, 1, 8, 8)])
+    assert norm() > 1e-3  # the step's own gradient, as left after the step
+    source.learn(student, [torch.zeros(32, 1, 8, 8)], max_grad_norm=1e-3)
+    assert norm() == pytest.approx(1e-3, rel=1e-3)
+    source._teacher[0] = lambda images: torch.full((len(images), 10), float("nan"))
+    before = [p.clone() for p in source.generator.parameters()]
+    with pytest.raises(NonFiniteLossError, match="the data-free generator's discrepancy became nan"):
+        source.learn(student, [torch.zeros(32, 1, 8, 8)])
+    assert all(torch.equal(a, b) for a, b in zip(before, source.generator.parameters()))  # not applied
+
+
+def test_the_generator_steps_every_student_steps_optimizer_steps_whatever_the_accumulation(teacher_weights, tmp_path,  # noqa: F811
+                                                                                          monkeypatch):
+    """128 images per epoch in micro-batches of 32, two per optimizer step: 2 optimizer steps an
+    epoch, so with student_steps 2 the generator steps once an epoch (counting micro-batches
+    would make it twice)."""
+    steps, learn = [], AdversarialImages.learn
+
+    def spy(self, student, batch, max_grad_norm=None):
+        steps.append(max_grad_norm)
+        return learn(self, student, batch, max_grad_norm)
+
+    monkeypatch.setattr(AdversarialImages, "learn", spy)
+    recipe = data_free(teacher_weights, tmp_path, data_free={**ADVERSARIAL, "samples": 128}, grad_accum_steps=2,
+                       max_grad_norm=5.0)
+    run_recipe(recipe, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2 * (i + 1) for i in range(len(log))]
+    assert steps == [5.0] * len(log)  # once per 2 optimizer steps, with the recipe's clipping
 
 
 def test_an_adversarial_run_never_reads_the_training_split_and_shows_what_it_drew(teacher_weights, tmp_path):  # noqa: F811

@@ -7,12 +7,15 @@ Matching" (ZSKT), NeurIPS 2019. No real training input is read: the teacher labe
 image, and only the validation and test splits are real.
 
 `AdversarialImages` is a batch transform of the Distiller (the way mixup is one), so the game runs
-in the one training loop: before the student's step it makes that step's images (without
-gradients), and every `student_steps` steps it first takes one step of the generator, whose loss is
+in the one training loop: it makes each micro-batch's images (without gradients). It is also a
+learning source: at the start of every `student_steps`-th optimizer step of the student (counted in
+optimizer steps, not micro-batches) the Trainer has the generator take one step, whose loss is
 minus the mean absolute difference between the student's and the teacher's logits (DFAD's
-objective), with the gradient flowing back through both frozen networks into the images. The
-generator has its own Adam optimiser; the Trainer checkpoints its weights, its optimiser and its
-step count with the run, so an interrupted run resumes exactly.
+objective), with the gradient flowing back through both frozen networks into the images. That step
+runs in float32 outside mixed precision (so it needs no gradient scaler), is clipped to the
+recipe's `max_grad_norm`, and stops the run naming the generator when it turns non-finite. The
+generator has its own Adam optimiser; the Trainer checkpoints its weights and its optimiser with
+the run, so an interrupted run resumes exactly.
 
 Where distil differs from the authors' code: the student's loss is the recipe's (DFAD's is the
 same mean absolute difference: `losses: [{name: logit_mae}]` is not built; use `hinton_kd` or
@@ -21,13 +24,14 @@ same mean absolute difference: `losses: [{name: logit_mae}]` is not built; use `
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from distil.errors import ConfigError
+from distil.errors import ConfigError, NonFiniteLossError
 from distil.teacher import as_logits
 
 
@@ -78,44 +82,50 @@ def _frozen(model: nn.Module) -> Iterator[None]:
 
 class AdversarialImages(nn.Module):
     """A batch transform `(student, batch) -> batch`: the batch's size in, generated unlabelled
-    images out (labels -100, so hard-label losses skip them), after a generator step every
-    `student_steps` calls. `teacher` is the raw frozen network (not a submodule: the Distiller owns
-    and moves it)."""
+    images out (labels -100, so hard-label losses skip them). It is also a learning batch source:
+    the Trainer calls `learn` at the start of every `every`-th optimizer step of the student.
+    `teacher` is the raw frozen network (not a submodule: the Distiller owns and moves it)."""
 
     def __init__(self, teacher: nn.Module, image_shape: Sequence[int], z_dim: int = 256, lr: float = 1e-3,
                  student_steps: int = 5):
         super().__init__()
         self.generator = Generator(z_dim, image_shape)
-        self.z_dim, self.student_steps = z_dim, student_steps
+        self.z_dim, self.every = z_dim, student_steps
         self._teacher = [teacher]  # a list hides it from nn.Module's registry
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
-        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
         self.last_discrepancy = float("nan")
+
+    def _z(self, n: int) -> Tensor:
+        return torch.randn(n, self.z_dim, device=next(self.generator.parameters()).device)
 
     def sample(self, n: int) -> Tensor:
         """n generated images, without gradients (the generator's batch norm in its current mode)."""
-        device = self.calls.device
         with torch.no_grad():
-            return self.generator(torch.randn(n, self.z_dim, device=device))
+            return self.generator(self._z(n))
 
-    def generator_step(self, student: nn.Module, n: int) -> float:
-        """One ascent step of the generator on the student-teacher discrepancy; returns it."""
+    def learn(self, student: nn.Module, batch: Any, max_grad_norm: float | None = None) -> float:
+        """One ascent step of the generator on the student-teacher discrepancy over a batch's worth
+        of images, clipped to `max_grad_norm`; returns the discrepancy. The gradient flows through
+        both frozen networks into the images, never into the student's .grad. A non-finite
+        discrepancy stops the run naming the generator."""
         teacher = self._teacher[0]
-        images = self.generator(torch.randn(n, self.z_dim, device=self.calls.device))
+        images = self.generator(self._z(_batch_size(batch)))
         with _frozen(student):
             gap = logit_discrepancy(as_logits(student(images)), as_logits(teacher(images)))
+        self.last_discrepancy = float(gap.detach())
+        if not math.isfinite(self.last_discrepancy):
+            raise NonFiniteLossError(f"the data-free generator's discrepancy became {self.last_discrepancy}; "
+                                     "lower data_free.generator_lr or set max_grad_norm")
         self.optimizer.zero_grad(set_to_none=True)
         (-gap).backward()
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.generator.parameters(), max_grad_norm)
         self.optimizer.step()
-        return float(gap.detach())
+        return self.last_discrepancy
 
     def forward(self, student: nn.Module, batch: Any) -> dict[str, Tensor]:
-        n = _batch_size(batch)
-        if int(self.calls) % self.student_steps == 0:
-            self.last_discrepancy = self.generator_step(student, n)
-        self.calls += 1
-        images = self.sample(n)
-        return {"inputs": images, "labels": torch.full((n,), -100, dtype=torch.long, device=images.device)}
+        images = self.sample(_batch_size(batch))
+        return {"inputs": images, "labels": torch.full((len(images),), -100, dtype=torch.long, device=images.device)}
 
 
 def _batch_size(batch: Any) -> int:
