@@ -383,8 +383,13 @@ def build_mix(recipe: Recipe, bundle: DataBundle) -> BatchMix:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ConfigError(f"mix: mixup and cutmix mix images (float tensors); data set {recipe.data.name!r} gives "
                           f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype} inputs")
+    view, shape = None, bundle.input_shape
+    if recipe.cross_modal is not None:  # the teacher's images are mixed, the student's view remade from them
+        c = recipe.cross_modal
+        shape = bundle.teacher_data.input_shape
+        view = image_view(tuple(shape), c.size, c.grey, c.edges)[0]
     try:
-        return BatchMix(**recipe.mix.model_dump(), image_shape=bundle.input_shape)
+        return BatchMix(**recipe.mix.model_dump(), image_shape=shape, view=view)
     except DistilError as e:
         raise ConfigError(str(e)) from None
 
@@ -568,7 +573,8 @@ def check_pairs(recipe: Recipe, bundle: DataBundle, terms: dict[str, Term]) -> N
         return
     what = "cross_modal" if recipe.cross_modal is not None else \
         f"data.params.tokenizer (the teacher reads {bundle.preprocessing.get('teacher_tokenizer')} ids, the student its own)"
-    sections = {"transfer": recipe.transfer, "mix": recipe.mix, "models": recipe.models, "chain": recipe.chain,
+    sections = {"transfer": recipe.transfer, "mix": recipe.mix if recipe.cross_modal is None else None,
+                "models": recipe.models, "chain": recipe.chain,
                 "federated": recipe.federated, "data_free": recipe.data_free,
                 "teacher.cache": any(t.cache is not None for t in recipe.teachers)}
     others = [name for name, used in sections.items() if used]

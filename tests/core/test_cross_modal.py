@@ -79,9 +79,36 @@ def test_a_cross_modal_recipe_trains_the_teacher_on_its_inputs_and_the_student_o
 @pytest.mark.parametrize("change, message", [
     ({"data": {"name": "digits"}}, r"^cross_modal: the views are made from images \(C, H, W\)"),
     ({"cross_modal": {"size": [16, 16]}}, r"^cross_modal.size: the student's view can only be smaller"),
-    ({"mix": {"kind": "mixup"}}, r"^cross_modal: mix cannot be combined with it yet"),
+    ({"transfer": {"name": "digits"}}, r"^cross_modal: transfer cannot be combined with it yet"),
     ({"losses": [{"name": "jacobian"}]}, r"^losses\[0\]: jacobian runs the models on the inputs themselves"),
 ])
 def test_bad_cross_modal_recipes_are_one_line(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         run_recipe(recipe_from_dict(BASE | change | {"output_dir": str(tmp_path / "run")}), progress=False)
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_a_cross_modal_mix_mixes_the_teachers_images_and_remakes_the_students_view(kind, tmp_path, monkeypatch):
+    """In every step the teacher reads mixed images (none of them a clean training image) and the
+    student reads exactly its view of those mixed images."""
+    pytest.importorskip("kornia")
+    seen = []
+    forward = Distiller.forward
+
+    def spy(self, batch, *args, **kwargs):
+        if self.training and self.teacher is not None:
+            mixed = self.transform(batch)
+            seen.append((batch["teacher_inputs"].clone(), mixed["teacher_inputs"].clone(), mixed["inputs"].clone()))
+            return forward(self, mixed, *args, transformed=True, **kwargs)
+        return forward(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(Distiller, "forward", spy)
+    recipe = recipe_from_dict(BASE | {"mix": {"kind": kind}, "output_dir": str(tmp_path / "run")})
+    result = run_recipe(recipe, progress=False)
+    view = image_view((1, 8, 8), size=(4, 4))[0]
+    assert seen and 0 <= result.metrics["distilled"]["accuracy"] <= 1
+    for clean, teacher_side, student_side in seen:
+        torch.testing.assert_close(student_side, view(teacher_side))  # one mix, both sides
+        # every mixed image differs from its clean one (a pair with itself aside) and the clean images are not kept
+        changed = (teacher_side - clean).flatten(1).abs().amax(1) > 0
+        assert changed.float().mean() > 0.5

@@ -17,7 +17,7 @@ global generator, which checkpoints save, so a resumed run mixes as the uninterr
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor, nn
@@ -42,8 +42,12 @@ class BatchMix:
     returns the batch with its images mixed in pairs and its labels masked or dominant."""
 
     def __init__(self, kind: Literal["mixup", "cutmix"] = "mixup", labels: Literal["mask", "dominant"] = "mask",
-                 p: float = 1.0, image_shape: tuple[int, ...] | None = None):
-        """`image_shape`: one sample's (C, H, W), for batches of flattened images (default: 4-D batches)."""
+                 p: float = 1.0, image_shape: tuple[int, ...] | None = None,
+                 view: Callable[[Tensor], Tensor] | None = None):
+        """`image_shape`: one sample's (C, H, W), for batches of flattened images (default: 4-D batches).
+        `view`: for cross-modal batches (`distil.data.cross_modal`), the student's view of the
+        teacher's images: the teacher's side is mixed and the student's remade from the mixed
+        images, so both read one mix (`image_shape` is then the teacher's)."""
         if kind not in ("mixup", "cutmix"):
             raise ConfigError(f"mix.kind: must be mixup or cutmix, got {kind!r}")
         if labels not in ("mask", "dominant"):
@@ -55,15 +59,18 @@ class BatchMix:
             raise ConfigError(f"mix.kind: cutmix cuts rectangles from images (C, H, W); the inputs have shape "
                               f"{shape} (for MNIST and digits, data.params.layout: image)")
         augmentation = _kornia_augmentation()
-        self.kind, self.labels, self.p, self.shape = kind, labels, p, shape
+        self.kind, self.labels, self.p, self.shape, self.view = kind, labels, p, shape, view
         self.mix = augmentation.RandomMixUpV2(p=1.0, data_keys=["input", "class"]) if kind == "mixup" else \
             augmentation.RandomCutMixV2(p=1.0, data_keys=["input", "class"], use_correct_lambda=True)
 
     def __call__(self, student: nn.Module, batch: Any) -> Any:
         parts = split_batch(batch)
+        side = "inputs"
         if "teacher_inputs" in parts:
-            raise ConfigError("mix: a cross-modal batch has two sides to mix alike; mixup and cutmix mix one")
-        x = parts["inputs"]
+            if self.view is None:
+                raise ConfigError("mix: a cross-modal batch has two sides to mix alike; give BatchMix the student's view")
+            side = "teacher_inputs"
+        x = parts[side]
         if not isinstance(x, Tensor) or not x.is_floating_point():
             raise ConfigError("mix: mixup and cutmix mix images; the batch's inputs are "
                               f"{type(x).__name__ if not isinstance(x, Tensor) else x.dtype}")
@@ -78,7 +85,9 @@ class BatchMix:
                                                                   else (1, 1, x[0].numel())))
         mixed, pairs = self.mix(images, rows)
         mixed = mixed.reshape(x.shape).to(x.dtype)
-        out = {**parts, "inputs": mixed}
+        out = {**parts, side: mixed}
+        if side == "teacher_inputs":
+            out["inputs"] = self.view(mixed)
         if labels is not None:
             out["labels"] = self._labels(labels, pairs)
         return _like(batch, out)
