@@ -576,7 +576,7 @@ def check_pairs(recipe: Recipe, bundle: DataBundle, terms: dict[str, Term]) -> N
     sections = {"transfer": recipe.transfer, "mix": recipe.mix if recipe.cross_modal is None else None,
                 "models": recipe.models, "chain": recipe.chain,
                 "federated": recipe.federated, "data_free": recipe.data_free,
-                "teacher.cache": any(t.cache is not None for t in recipe.teachers)}
+                "teacher.cache": recipe.cross_modal is None and any(t.cache is not None for t in recipe.teachers)}
     others = [name for name, used in sections.items() if used]
     if others:
         raise ConfigError(f"{what}: {', '.join(others)} cannot be combined with it yet (each would give the teacher "

@@ -6,6 +6,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from distil.batch import batch_gatherer
+from distil.build import build_data, build_model
+from distil.checkpoint import load_weights
 from distil.config import recipe_from_dict
 from distil.data.cross_modal import CrossModal, image_view
 from distil.distiller import Distiller
@@ -112,3 +114,33 @@ def test_a_cross_modal_mix_mixes_the_teachers_images_and_remakes_the_students_vi
         # every mixed image differs from its clean one (a pair with itself aside) and the clean images are not kept
         changed = (teacher_side - clean).flatten(1).abs().amax(1) > 0
         assert changed.float().mean() > 0.5
+
+
+def test_a_cross_modal_run_from_the_teacher_cache_gives_the_student_its_view_of_each_cached_view(tmp_path, monkeypatch):
+    """The cache stores the teacher's logits of pad-crop-flip views of its own 8x8 images; each step
+    the student reads its 4x4 view of exactly the image those logits belong to, and the teacher
+    never runs."""
+    from helpers import TeacherCallsInSteps
+
+    seen = []
+    forward = Distiller.forward
+
+    def spy(self, batch, *args, **kwargs):
+        if self.training and self.teacher is not None:  # distillation steps, not the teacher's own training
+            seen.append({k: batch[k].clone() for k in ("inputs", "teacher_inputs", "teacher_logits")})
+        return forward(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(Distiller, "forward", spy)
+    recipe = recipe_from_dict(BASE | {"teacher": {**BASE["teacher"], "cache": {"views": 2}},
+                                      "output_dir": str(tmp_path / "run")})
+    with TeacherCallsInSteps() as calls:
+        result = run_recipe(recipe, progress=False)
+    assert calls.count == 0 and seen and (tmp_path / "run" / "teacher_cache").is_dir()
+    view = image_view((1, 8, 8), size=(4, 4))[0]
+    bundle = build_data(recipe).teacher_data
+    weights = tmp_path / "run" / "teacher" / "best" / "student.safetensors"
+    teacher = load_weights(build_model(recipe.teachers[0], bundle, "teacher"), weights).eval()
+    for step in seen:
+        torch.testing.assert_close(step["inputs"], view(step["teacher_inputs"]))
+        with torch.no_grad():
+            torch.testing.assert_close(step["teacher_logits"], teacher(step["teacher_inputs"]), rtol=1e-2, atol=1e-2)

@@ -28,6 +28,7 @@ from distil.cache.views import ViewAugment
 from distil.cache.vision import StaleCacheError, VisionTeacherCache, build_vision_cache
 from distil.config import Recipe, TeacherCacheConfig
 from distil.data import DATASETS, DataBundle
+from distil.data.cross_modal import CrossModal
 from distil.distiller import Term, loss_inputs
 from distil.errors import ConfigError, DistilError
 from distil.lm.cache import CachedSequences, build_teacher_cache
@@ -71,7 +72,7 @@ def check_teacher_cache(recipe: Recipe, bundle: DataBundle, terms: dict[str, Ter
     if len(bundle.input_shape) != 3:
         raise ConfigError(f"teacher.cache: needs images, inputs of shape (C, H, W); data set {recipe.data.name!r} "
                           f"gives inputs of shape {tuple(bundle.input_shape)}")
-    _check_plain_images(recipe, bundle.train)
+    _check_plain_images(recipe, _plain_train(bundle))
 
 
 def _check_top_k_losses(recipe: Recipe, terms: dict[str, Term]) -> None:
@@ -162,8 +163,13 @@ def _autocast(recipe: Recipe, device: torch.device) -> torch.dtype | None:
     return AUTOCAST.get(precision)
 
 
+def _plain_train(bundle: DataBundle) -> Dataset:
+    """The training images the teacher reads: in a cross-modal run its side, not the student's view."""
+    return bundle.teacher_data.train if bundle.teacher_data is not None else bundle.train
+
+
 def cached_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out: Path,
-                     progress: bool) -> VisionTeacherCache | CachedSequences:
+                     progress: bool) -> VisionTeacherCache | CachedSequences | CrossModal:
     """Build (or reuse) the teacher cache over the training split and open it as the training set.
 
     The default folder, `<output_dir>/teacher_cache`, belongs to this run: a stale cache there is
@@ -176,7 +182,7 @@ def cached_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out
     state = PartialState(cpu=on_cpu(recipe))
     if recipe.task == "language_modeling":
         return _cached_sequences(recipe, cfg, teacher, bundle, path, own, state, progress)
-    images, augment = _source(bundle.train, cfg)
+    images, augment = _source(_plain_train(bundle), cfg)
     device = state.device
 
     def build(overwrite: bool) -> VisionTeacherCache:
@@ -188,7 +194,9 @@ def cached_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out
                 batch_size=cfg.batch_size, num_workers=recipe.data.num_workers, device=device,
                 autocast=_autocast(recipe, device), overwrite=overwrite, on_batch=advance)
 
-    return _reuse_or_build(build, teacher, state, path, own, StaleCacheError, lambda e: e.reason)
+    cache = _reuse_or_build(build, teacher, state, path, own, StaleCacheError, lambda e: e.reason)
+    # cross-modal: the student reads its view of each cached teacher view (the teacher never runs)
+    return cache if bundle.teacher_data is None else CrossModal(cache, bundle.train.view)
 
 
 def _reuse_or_build(build, teacher: nn.Module, state: PartialState, path: Path, own: bool,
