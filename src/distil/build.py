@@ -567,16 +567,18 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
 
 def check_pairs(recipe: Recipe, bundle: DataBundle, terms: dict[str, Term]) -> None:
     """Runs whose teacher and student read different inputs of each example (`cross_modal:` views,
-    or a text data set's two tokenizations) pair one teacher's inputs with the student's; what would
-    feed one side only (a cache of the teacher's views, mixed images, transfer rows) is refused."""
+    or a text data set's two tokenizations) pair one teacher's inputs with the student's. Image views
+    are remade from whatever the teacher reads (a cache's views, mixed images, transfer rows); what
+    would feed one side only is refused."""
     if bundle.teacher_data is None:
         return
     what = "cross_modal" if recipe.cross_modal is not None else \
         f"data.params.tokenizer (the teacher reads {bundle.preprocessing.get('teacher_tokenizer')} ids, the student its own)"
-    sections = {"transfer": recipe.transfer, "mix": recipe.mix if recipe.cross_modal is None else None,
-                "models": recipe.models, "chain": recipe.chain,
-                "federated": recipe.federated, "data_free": recipe.data_free,
-                "teacher.cache": recipe.cross_modal is None and any(t.cache is not None for t in recipe.teachers)}
+    views = recipe.cross_modal is not None  # image views: made again from whatever the teacher reads
+    sections = {"transfer": recipe.transfer if not views else None, "mix": recipe.mix if not views else None,
+                "models": recipe.models, "chain": recipe.chain, "federated": recipe.federated,
+                "data_free": recipe.data_free,
+                "teacher.cache": not views and any(t.cache is not None for t in recipe.teachers)}
     others = [name for name, used in sections.items() if used]
     if others:
         raise ConfigError(f"{what}: {', '.join(others)} cannot be combined with it yet (each would give the teacher "

@@ -81,7 +81,7 @@ def test_a_cross_modal_recipe_trains_the_teacher_on_its_inputs_and_the_student_o
 @pytest.mark.parametrize("change, message", [
     ({"data": {"name": "digits"}}, r"^cross_modal: the views are made from images \(C, H, W\)"),
     ({"cross_modal": {"size": [16, 16]}}, r"^cross_modal.size: the student's view can only be smaller"),
-    ({"transfer": {"name": "digits"}}, r"^cross_modal: transfer cannot be combined with it yet"),
+    ({"chain": {"assistants": [{"model": "mlp", "params": {"hidden": [8]}}]}}, r"^cross_modal: chain cannot be combined"),
     ({"losses": [{"name": "jacobian"}]}, r"^losses\[0\]: jacobian runs the models on the inputs themselves"),
 ])
 def test_bad_cross_modal_recipes_are_one_line(tmp_path, change, message):
@@ -144,3 +144,26 @@ def test_a_cross_modal_run_from_the_teacher_cache_gives_the_student_its_view_of_
         torch.testing.assert_close(step["inputs"], view(step["teacher_inputs"]))
         with torch.no_grad():
             torch.testing.assert_close(step["teacher_logits"], teacher(step["teacher_inputs"]), rtol=1e-2, atol=1e-2)
+
+
+def test_a_cross_modal_transfer_set_pairs_its_rows_too(tmp_path, monkeypatch):
+    """The unlabelled transfer rows join each batch with both sides: the teacher reads their 8x8
+    images, the student its 4x4 view of them, and hard-label losses skip them (-100)."""
+    seen = []
+    forward = Distiller.forward
+
+    def spy(self, batch, *args, **kwargs):
+        if self.training and self.teacher is not None:
+            seen.append({k: batch[k].clone() for k in ("inputs", "teacher_inputs", "labels")})
+        return forward(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(Distiller, "forward", spy)
+    transfer = {"name": "digits", "params": {"layout": "image"}, "split": "test", "ratio": 1.0}
+    run_recipe(recipe_from_dict(BASE | {"transfer": transfer, "output_dir": str(tmp_path / "run")}), progress=False)
+    view = image_view((1, 8, 8), size=(4, 4))[0]
+    assert seen
+    for step in seen:
+        half = len(step["labels"]) // 2  # 32 labelled rows, then 32 transfer rows
+        assert len(step["teacher_inputs"]) == len(step["inputs"]) == 2 * half
+        torch.testing.assert_close(step["inputs"], view(step["teacher_inputs"]))
+        assert (step["labels"][half:] == -100).all() and (step["labels"][:half] >= 0).all()

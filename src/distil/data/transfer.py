@@ -65,6 +65,8 @@ def _without_labels(batch: Any, scalar: bool = False) -> Any:
     inputs = parts["inputs"]
     rows = () if scalar else (_rows(inputs),)
     out = inputs if isinstance(inputs, dict) else {"inputs": inputs}
+    if "teacher_inputs" in parts:  # the teacher's side of a cross-modal sample is an input, not a target
+        out = {**out, "teacher_inputs": parts["teacher_inputs"]}
     return {**out, "labels": torch.full(rows, UNLABELLED, dtype=torch.long)}
 
 
