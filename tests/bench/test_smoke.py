@@ -341,3 +341,9 @@ def test_lm_smollm2(tmp_path):
     assert set(rows) == {"teacher", "text", "forward_kl", "reverse_kl", "jsd", "on_policy"}
     assert rows["text"]["x_text"] == 1.0 and rows["jsd"]["seeds"] == "0 1"
     assert all(rows[r]["agreement"] is not None for r in ("text", "forward_kl", "on_policy"))
+
+
+def test_sparse_kd_backward(tmp_path):
+    data = load("sparse_kd_backward").main(["--smoke", "--out", str(tmp_path)])
+    assert_all_ran(data)
+    assert len(data["rows"]) == 6 and all(r["ms"] > 0 for r in data["rows"])

