@@ -89,3 +89,20 @@ def test_language_model_metrics_score_the_teacher_in_eval_mode():
     m = language_model_metrics(ModeDependent(), [{"input_ids": ids, "labels": ids}], teacher=teacher)
     assert m["agreement"] == pytest.approx(1.0) and m["kl"] == pytest.approx(0.0, abs=1e-6)
     assert teacher.training
+
+
+def test_a_slow_model_is_timed_with_one_warm_up_call_and_three_repeats():
+    import time
+
+    from distil.evaluate import latency
+
+    class Slow(torch.nn.Module):
+        calls = 0
+
+        def forward(self, x):
+            Slow.calls += 1
+            time.sleep(0.02)
+            return x
+
+    timed = latency(Slow(), torch.zeros(1, 2), batch_size=1, warmup=3, repeats=30, budget_s=0.01)
+    assert Slow.calls == 1 + 3 and timed["repeats"] == 3
