@@ -4,9 +4,10 @@ Trains the teacher once (`recipes/data_free/mnist_teacher.yaml`, real digits), t
 `recipes/data_free/mnist_deep_inversion.yaml` (images synthesised from the teacher; no real
 training input read), the same with the batch-norm statistics term off (`data_free.bn: 0`:
 cross-entropy and priors only), to show what the statistics bring, and
-`recipes/data_free/mnist_adversarial.yaml` (a generator trained against the student in the loop,
-DFAD). Reports test accuracy, the fraction of the teacher's, and the synthesis time
-(DeepInversion: `synthetic/done.json`; adversarial: the whole training, generator included).
+`recipes/data_free/mnist_adaptive_inversion.yaml` (ADI: the synthesis in the loop, competing with
+the student) and `recipes/data_free/mnist_adversarial.yaml` (a generator trained against the
+student in the loop, DFAD). Reports test accuracy, the fraction of the teacher's, and the synthesis
+time (DeepInversion: `synthetic/done.json`; in-loop arms: the whole training, synthesis included).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["model", "accuracy", "std", "per_seed", "of_teacher", "synthesis_s", "seeds", "status"]
 # arm -> (recipe, overrides)
 ARMS = {"deep_inversion": ("mnist_deep_inversion.yaml", []), "no_bn_statistics": ("mnist_deep_inversion.yaml", ["data_free.bn=0"]),
-        "adversarial": ("mnist_adversarial.yaml", [])}
+        "adaptive_inversion": ("mnist_adaptive_inversion.yaml", []), "adversarial": ("mnist_adversarial.yaml", [])}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -361,16 +361,25 @@ def batch_transforms(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Modul
     or, in an adversarial data-free run, the generator's images replacing it."""
     transforms: list[Any] = []
     cfg = recipe.data_free
-    if cfg is not None and cfg.method == "adversarial":  # first: a mix then mixes generated images
+    if cfg is not None and (cfg.method == "adversarial" or cfg.competition > 0):  # first: a mix mixes their images
         from accelerate import PartialState
 
+        if PartialState().num_processes > 1:
+            raise ConfigError(f"data_free: {'the adversarial generator' if cfg.method == 'adversarial' else 'in-loop synthesis'}"
+                              " runs on one process (each process would make its own); launch this run without "
+                              "torchrun / accelerate launch")
+    if cfg is not None and cfg.method == "adversarial":
         from distil.data.adversarial import AdversarialImages
 
-        if PartialState().num_processes > 1:
-            raise ConfigError("data_free: the adversarial generator trains on one process (each process would train "
-                              "its own); launch this run without torchrun / accelerate launch")
         transforms.append(AdversarialImages(teachers[0], bundle.input_shape, z_dim=cfg.z_dim, lr=cfg.generator_lr,
                                             student_steps=cfg.student_steps))
+    elif cfg is not None and cfg.competition > 0:  # Adaptive DeepInversion: against the student as it learns
+        from distil.data.inversion import InvertedImages
+
+        transforms.append(InvertedImages(
+            teachers[0], tuple(bundle.input_shape), bundle.num_outputs, recipe.data.batch_size, every=cfg.student_steps,
+            iterations=cfg.iterations, lr=cfg.lr, bn=cfg.bn, tv=cfg.tv, l2=cfg.l2, jitter=cfg.jitter, flip=cfg.flip,
+            compete=cfg.competition, seed=recipe.seed))
     return transforms + ([build_mix(recipe, bundle)] if recipe.mix is not None else [])
 
 

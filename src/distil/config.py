@@ -291,7 +291,10 @@ class DataFreeConfig(_Strict):
     flip: bool = Field(False, description="deep_inversion: random horizontal flips each step (not for digits)")
     z_dim: PositiveInt = Field(256, description="adversarial: size of the generator's noise input")
     generator_lr: Positive = Field(1e-3, description="adversarial: Adam learning rate of the generator")
-    student_steps: PositiveInt = Field(5, description="adversarial: student steps per generator step (DFAD: 5)")
+    student_steps: PositiveInt = Field(5, description="adversarial: student steps per generator step (DFAD: 5); "
+                                       "deep_inversion with competition: student steps per synthesised batch")
+    competition: NonNegative = Field(0.0, description="deep_inversion: weight of Adaptive DeepInversion's competition "
+                                     "term (> 0 synthesises in the training loop, against the current student)")
 
 
 class MixConfig(_Strict):

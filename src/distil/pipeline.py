@@ -305,13 +305,14 @@ def run_chain(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module], out
 
 def synthetic_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out: Path, progress: bool) -> Dataset:
     """The data-free run's training set. Adversarial: blanks the generator replaces batch by batch
-    (`distil.data.adversarial`). DeepInversion: images synthesised from the teacher into
+    (`distil.data.adversarial`), as for Adaptive DeepInversion (`distil.data.inversion.InvertedImages`).
+    DeepInversion: images synthesised from the teacher into
     `<out>/synthetic/` once (with a grid of them for the report), unlabelled, so the teacher's
     targets alone teach. Each batch is saved when it is made (`synthetic/batches/`), seeded by the
     run's seed and its own index, so an interrupted synthesis resumes at the first missing batch
     and ends on the images an uninterrupted one makes."""
     cfg, folder = recipe.data_free, out / "synthetic"
-    if cfg.method == "adversarial":  # the generator draws every batch during training
+    if cfg.method == "adversarial" or cfg.competition > 0:  # a source in the loop makes every batch
         from distil.data.adversarial import Draws
 
         return Draws(cfg.samples, bundle.input_shape)
@@ -397,7 +398,7 @@ def run_recipe(recipe: Recipe, resume: bool = False, overwrite: bool = False, pr
                                   student=copy.deepcopy(pruned) if pruned is not None else None)
     if not state.is_main_process:
         return RunResult(out, fit, {}, distiller.student)
-    if len(distiller.sources):  # an adversarial data-free run: what its generator learnt to draw
+    if len(distiller.sources):  # a data-free run with a source in the loop: what it drew last
         generated = distiller.sources[0].eval().sample(64).cpu()
         save_grid(generated, out / "synthetic" / "grid.png")
         save_tensors({"images": generated}, out / "synthetic" / "images.safetensors")

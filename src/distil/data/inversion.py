@@ -12,8 +12,13 @@ The synthetic set then serves as a transfer set that the teacher labels live (`t
 semantics): no real training input is read. Conventions that differ from the authors' code:
 total variation is the mean squared difference of neighbouring pixels (scale-free, not a sum);
 the statistics term is the mean over batch-norm layers of ||mu - mu_bn||_2 + ||var - var_bn||_2;
-Adam with a cosine-decayed learning rate; targets cycle over the classes; the adaptive
-competition term (ADI) is not implemented (it needs the student during synthesis).
+Adam with a cosine-decayed learning rate; targets cycle over the classes.
+
+Adaptive DeepInversion (ADI, the same paper) adds a competition term, 1 - JS(p_teacher, p_student)
+at temperature 3 (as the authors' code), so the images also seek where the student still disagrees
+with the teacher. It needs the student as it learns, so with `competition` > 0 the synthesis moves
+into the training loop (`InvertedImages`): each round of `every` optimizer steps trains on one batch
+made against the current student.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distil.errors import ConfigError
+from distil.losses.lm.token_jsd import jsd_from_log_probs
 
 
 def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -75,6 +81,36 @@ def _jitter(x: Tensor, pixels: int, flip: bool, g: torch.Generator) -> Tensor:
     return x
 
 
+def competition(teacher_logits: Tensor, student_logits: Tensor, temperature: float = 3.0) -> Tensor:
+    """ADI's term, 1 - JS(p_teacher, p_student) at `temperature` (the mean over the batch of the
+    Jensen-Shannon divergence, clamped to [0, 1]): lowest where the two disagree most."""
+    log_p = F.log_softmax(teacher_logits.float() / temperature, -1)
+    log_q = F.log_softmax(student_logits.float() / temperature, -1)
+    return 1.0 - jsd_from_log_probs(log_p, log_q, 0.5).mean().clamp(0.0, 1.0)
+
+
+def _invert(teacher: nn.Module, stats: StatisticsMatch | None, x: Tensor, y: Tensor, g: torch.Generator, *,
+            iterations: int, lr: float, bn: float, tv: float, l2: float, jitter: int, flip: bool,
+            student: nn.Module | None = None, compete: float = 0.0) -> Tensor:
+    """Noise `x` optimised into images of classes `y` (one batch), the networks left untouched."""
+    x = x.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([x], lr=lr, betas=(0.5, 0.9))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
+    for _ in range(iterations):
+        optimizer.zero_grad(set_to_none=True)
+        view = _jitter(x, jitter, flip, g)
+        logits = teacher(view)
+        loss = F.cross_entropy(logits, y) + tv * total_variation(view) + l2 * view.pow(2).mean()
+        if stats is not None:
+            loss = loss + bn * stats.pop()
+        if compete:
+            loss = loss + compete * competition(logits, student(view))
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return x.detach()
+
+
 def deep_inversion(teacher: nn.Module, image_shape: tuple[int, int, int], num_classes: int, samples: int, *,
                    batch_size: int = 256, iterations: int = 500, lr: float = 0.1, bn: float = 1.0,
                    tv: float = 1e-2, l2: float = 1e-4, jitter: int = 2, flip: bool = False, seed: int = 0,
@@ -104,19 +140,9 @@ def deep_inversion(teacher: nn.Module, image_shape: tuple[int, int, int], num_cl
             g = torch.Generator().manual_seed(seed * 100_003 + (first + start) // batch_size)
             n = min(batch_size, samples - start)
             y = (torch.arange(first + start, first + start + n) % num_classes).to(device)
-            x = torch.randn(n, *image_shape, generator=g).to(device).requires_grad_(True)
-            optimizer = torch.optim.Adam([x], lr=lr, betas=(0.5, 0.9))
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
-            for _ in range(iterations):
-                optimizer.zero_grad(set_to_none=True)
-                view = _jitter(x, jitter, flip, g)
-                loss = F.cross_entropy(teacher(view), y) + tv * total_variation(view) + l2 * view.pow(2).mean()
-                if stats is not None:
-                    loss = loss + bn * stats.pop()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-            images.append(x.detach().cpu())
+            x = torch.randn(n, *image_shape, generator=g).to(device)
+            images.append(_invert(teacher, stats, x, y, g, iterations=iterations, lr=lr, bn=bn, tv=tv, l2=l2,
+                                  jitter=jitter, flip=flip).cpu())
             targets.append(y.cpu())
             if on_batch is not None:
                 on_batch(n)
@@ -148,3 +174,60 @@ def save_grid(images: Tensor, path, columns: int = 16, limit: int = 128) -> None
         grid[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + col * (w + 1): 1 + col * (w + 1) + w] = image.permute(1, 2, 0)
     picture = Image.fromarray(grid.squeeze(-1).numpy() if c == 1 else grid.numpy())
     atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+
+
+class InvertedImages(nn.Module):
+    """Adaptive DeepInversion in the training loop: a batch transform and a learning source.
+
+    At the start of every `every`-th optimizer step the Trainer calls `learn`, which synthesises
+    one batch from noise (seeded by the run's seed and the batch's number, targets cycling over the
+    classes) against the teacher's statistics, the priors and, weighted by `compete`, the current
+    student; every step of the round then trains on that batch, unlabelled, so the teacher labels
+    it. The batch and the count of batches made are buffers, so a checkpoint holds them and an
+    interrupted run resumes on the same images. `teacher` is the raw frozen network (not a
+    submodule: the Distiller owns and moves it)."""
+
+    def __init__(self, teacher: nn.Module, image_shape: tuple[int, int, int], num_classes: int, batch_size: int, *,
+                 every: int = 1, iterations: int = 500, lr: float = 0.1, bn: float = 1.0, tv: float = 1e-2,
+                 l2: float = 1e-4, jitter: int = 2, flip: bool = False, compete: float = 10.0, seed: int = 0):
+        super().__init__()
+        if len(image_shape) != 3:
+            raise ConfigError(f"data_free: DeepInversion synthesises images (C, H, W); the inputs have shape {tuple(image_shape)}")
+        self._teacher = [teacher]  # a list hides it from nn.Module's registry
+        self.shape, self.num_classes, self.every, self.seed = tuple(image_shape), num_classes, every, seed
+        self.settings = dict(iterations=iterations, lr=lr, bn=bn, tv=tv, l2=l2, jitter=jitter, flip=flip)
+        self.compete = compete
+        self.register_buffer("images", torch.zeros(batch_size, *image_shape))
+        self.register_buffer("made", torch.zeros((), dtype=torch.long))
+
+    def learn(self, student: nn.Module, batch=None, max_grad_norm: float | None = None) -> None:
+        """Synthesise the next round's batch (the pixels are its own parameters, so `max_grad_norm`,
+        which is for the Trainer's weights, does not apply)."""
+        teacher, n, device = self._teacher[0], len(self.images), self.images.device
+        k = int(self.made)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + k)
+        y = (torch.arange(k * n, (k + 1) * n) % self.num_classes).to(device)
+        x = torch.randn(n, *self.shape, generator=g).to(device)
+        stats = StatisticsMatch(teacher) if self.settings["bn"] > 0 else None
+        flags, was_training = [(p, p.requires_grad) for p in student.parameters()], student.training
+        student.eval()  # a fixed function while the pixels learn: its batch norm's statistics stay put
+        for p, _ in flags:
+            p.requires_grad_(False)
+        try:
+            self.images.copy_(_invert(teacher, stats, x, y, g, **self.settings, student=student, compete=self.compete))
+        finally:
+            if stats is not None:
+                stats.remove()
+            for p, flag in flags:
+                p.requires_grad_(flag)
+            student.train(was_training)
+        self.made += 1
+
+    def sample(self, n: int) -> Tensor:
+        """Up to n images of the current batch."""
+        return self.images[:n].clone()
+
+    def forward(self, student: nn.Module, batch) -> dict[str, Tensor]:
+        first = batch["inputs"] if isinstance(batch, dict) else batch[0] if isinstance(batch, (list, tuple)) else batch
+        images = self.sample(len(first))
+        return {"inputs": images, "labels": torch.full((len(images),), -100, dtype=torch.long, device=images.device)}
