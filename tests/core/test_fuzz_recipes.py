@@ -100,6 +100,9 @@ def shipped(path: Path, workdir: Path) -> dict[str, Any]:
                                                                    "augment": {"n_per_sentence": 2}}}
     elif data["name"] == "tiny_shakespeare":  # and a smaller teacher: 10.8M parameters take 1 s to build
         raw["data"] = {**data, "name": "toy_text", "params": {"n_chars": 5000, "block_size": 128, "stride": 64}}
+        if raw["teacher"]["model"] == "hf_pretrained":  # a GGUF file (SmolLM2): a small GPT-2 to train in its place
+            raw["teacher"] = {"model": "hf_causal_lm", "params": {}, "epochs": 1,
+                              "cache": {**raw["teacher"].get("cache", {}), "top_k": 8}}
         raw["teacher"]["params"].update(hidden_size=96, num_layers=2)
     raw["output_dir"] = str(workdir / "run")
     return raw
