@@ -121,19 +121,25 @@ class NextTokenTally:
         self.sums = {"tokens": 0.0, "correct": 0.0, "nll": 0.0, "agree": 0.0, "kl": 0.0}
         self.compared = False
 
-    def add(self, logits: Tensor, labels: Tensor, reference: Tensor | None = None) -> None:
-        """One batch: `logits` (B, T, V) of the model, `labels` (B, T); position t predicts token t + 1."""
-        labels = labels[:, 1:]
-        mask = labels != -100
-        kept, target = logits.float()[:, :-1][mask], labels[mask]  # (N, V), (N,)
-        self.sums["tokens"] += target.numel()
-        self.sums["correct"] += (kept.argmax(-1) == target).sum().item()
-        self.sums["nll"] += F.cross_entropy(kept, target, reduction="sum").item()
-        if reference is not None:
-            self.compared = True
-            r_kept = reference.float()[:, :-1][mask]
-            self.sums["agree"] += (kept.argmax(-1) == r_kept.argmax(-1)).sum().item()
-            self.sums["kl"] += kl_from_log_probs(F.log_softmax(r_kept, -1), F.log_softmax(kept, -1)).sum().item()
+    def add(self, logits: Tensor, labels: Tensor, reference: Tensor | None = None, chunk_tokens: int = 1024) -> None:
+        """One batch: `logits` (B, T, V) of the model, `labels` (B, T); position t predicts token t + 1.
+        Scored `chunk_tokens` positions at a time: the float32 (N, V) temporaries of a whole batch
+        are gigabytes at a 50k-token vocabulary."""
+        rows = logits[:, :-1].reshape(-1, logits.shape[-1])
+        ref_rows = reference[:, :-1].reshape(-1, reference.shape[-1]) if reference is not None else None
+        targets = labels[:, 1:].reshape(-1)
+        self.compared |= reference is not None
+        for start in range(0, len(targets), chunk_tokens):
+            part = slice(start, start + chunk_tokens)
+            mask = targets[part] != -100
+            kept, target = rows[part][mask].float(), targets[part][mask]  # (n, V), (n,)
+            self.sums["tokens"] += target.numel()
+            self.sums["correct"] += (kept.argmax(-1) == target).sum().item()
+            self.sums["nll"] += F.cross_entropy(kept, target, reduction="sum").item()
+            if ref_rows is not None:
+                r_kept = ref_rows[part][mask].float()
+                self.sums["agree"] += (kept.argmax(-1) == r_kept.argmax(-1)).sum().item()
+                self.sums["kl"] += kl_from_log_probs(F.log_softmax(r_kept, -1), F.log_softmax(kept, -1)).sum().item()
 
     def result(self) -> dict[str, float]:
         n = max(self.sums["tokens"], 1.0)

@@ -106,3 +106,27 @@ def test_a_slow_model_is_timed_with_one_warm_up_call_and_three_repeats():
 
     timed = latency(Slow(), torch.zeros(1, 2), batch_size=1, warmup=3, repeats=30, budget_s=0.01)
     assert Slow.calls == 1 + 3 and timed["repeats"] == 3
+
+
+def test_next_token_tally_in_chunks_equals_the_whole_batch_and_the_formulas():
+    import torch.nn.functional as F
+
+    from distil.evaluate import NextTokenTally
+
+    torch.manual_seed(0)
+    logits, reference = torch.randn(3, 7, 11), torch.randn(3, 7, 11)
+    labels = torch.randint(0, 11, (3, 7))
+    labels[1, 2:5] = -100
+    tallies = []
+    for chunk in (2, 10**6):
+        tally = NextTokenTally()
+        tally.add(logits, labels, reference, chunk_tokens=chunk)
+        tallies.append(tally.result())
+    for key in tallies[1]:
+        assert tallies[0][key] == pytest.approx(tallies[1][key], rel=1e-6), key
+    keep = labels[:, 1:] != -100
+    z, t, r = logits[:, :-1][keep], labels[:, 1:][keep], reference[:, :-1][keep]
+    assert tallies[0]["nll"] == pytest.approx(F.cross_entropy(z, t).item(), rel=1e-6)
+    assert tallies[0]["agreement"] == pytest.approx((z.argmax(-1) == r.argmax(-1)).float().mean().item())
+    kl = F.kl_div(z.log_softmax(-1), r.log_softmax(-1), log_target=True, reduction="batchmean")
+    assert tallies[0]["kl"] == pytest.approx(kl.item(), rel=1e-5)
