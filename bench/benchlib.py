@@ -216,6 +216,19 @@ def recipe_run(recipe: dict[str, Any], out: Path, progress: bool) -> dict[str, A
     return run_metrics(path, out, [], progress)
 
 
+def grid_parser(description: str, rows: Sequence[str], root: Path, runs: Path, *,
+                default_rows: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1, 2)) -> argparse.ArgumentParser:
+    """`parser` with the options of a table of recipe runs (`run_grid`): which rows and seeds, the
+    data folder, the runs folder, and `--report` to print the rows run so far."""
+    p = parser(description)
+    p.add_argument("--rows", nargs="+", choices=list(rows), default=list(default_rows or rows))
+    p.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
+    p.add_argument("--root", type=Path, default=root)
+    p.add_argument("--runs", type=Path, default=runs)
+    p.add_argument("--report", action="store_true", help="only print the table of the rows run so far")
+    return p
+
+
 def run_grid(args: argparse.Namespace, recipe_of: Callable[[str, int, argparse.Namespace], dict[str, Any]]) -> None:
     """Unless `--report`: a `recipe_run` of `recipe_of(row, seed, args)` into `<runs>/<row>/s<seed>`
     for every row and seed of `args`, rows first."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from benchlib import Results, finished_runs, parser, run_grid, seed_summary
+from benchlib import Results, finished_runs, grid_parser, run_grid, seed_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "cifar10" / "akamaster_resnet56_resnet20_kd.yaml"
@@ -85,15 +85,11 @@ def table(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = parser("CIFAR-10: ResNet-56 -> ResNet-20, the student alone, KD and the zoo's strongest methods")
-    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p = grid_parser("CIFAR-10: ResNet-56 -> ResNet-20, the student alone, KD and the zoo's strongest methods", ROWS,
+                    ROOT.parent / "shared" / "data" / "cifar10_jpeg", ROOT / "runs" / "cifar10_table", seeds=[0])
     p.add_argument("--per-class", type=int, default=500, help="training images of each class")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--val-fraction", type=float, default=0.02, help="of the 50,000 training images, for validation")
-    p.add_argument("--root", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10_jpeg")
-    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "cifar10_table")
-    p.add_argument("--report", action="store_true", help="only print the table of the rows run so far")
     args = p.parse_args(argv)
     if args.smoke:
         args.per_class, args.epochs = 3, 1

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from benchlib import Results, finished_runs, parser, run_grid, seed_summary
+from benchlib import Results, finished_runs, grid_parser, run_grid, seed_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "imagenette" / "efficientnet_lite0_small_cnn_kd.yaml"
@@ -76,13 +76,10 @@ def table(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = parser("Imagenette: EfficientNet-Lite0 (ImageNet) into a small CNN, against the CNN alone")
-    p.add_argument("--rows", nargs="+", choices=["kd", "student", "kd_at"], default=["kd", "student"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p = grid_parser("Imagenette: EfficientNet-Lite0 (ImageNet) into a small CNN, against the CNN alone",
+                    ["kd", "student", "kd_at"], ROOT.parent / "shared" / "data" / "imagenette64_jpeg",
+                    ROOT / "runs" / "imagenette_teacher", default_rows=["kd", "student"])
     p.add_argument("--teacher-seed", type=int, default=0, help="the kd seed whose run fine-tunes the shared teacher")
-    p.add_argument("--root", type=Path, default=ROOT.parent / "shared" / "data" / "imagenette64_jpeg")
-    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "imagenette_teacher")
-    p.add_argument("--report", action="store_true", help="only print the table of the rows run so far")
     args = p.parse_args(argv)
     run_grid(args, row_recipe)
     return table(args)

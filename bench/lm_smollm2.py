@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from benchlib import Results, finished_runs, parser, run_grid
+from benchlib import Results, finished_runs, grid_parser, run_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "lm" / "shakespeare_smollm2_kd.yaml"
@@ -95,13 +95,8 @@ def table(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = parser("SmolLM2-135M into a 6.8M-parameter Llama on TinyShakespeare: forward KL, reverse KL, JSD, on-policy")
-    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--root", type=Path, default=ROOT.parent / "shared" / "data" / "lm_text")
-    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "lm_smollm2")
-    p.add_argument("--report", action="store_true", help="only print the table of the rows run so far")
-    args = p.parse_args(argv)
+    args = grid_parser("SmolLM2-135M into a 6.8M-parameter Llama on TinyShakespeare: forward KL, reverse KL, JSD, "
+                       "on-policy", ROWS, ROOT.parent / "shared" / "data" / "lm_text", ROOT / "runs" / "lm_smollm2").parse_args(argv)
     run_grid(args, row_recipe)
     return table(args)
 

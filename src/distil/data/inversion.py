@@ -23,7 +23,8 @@ made against the current student.
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +66,33 @@ class StatisticsMatch:
     def remove(self) -> None:
         for hook in self._hooks:
             hook.remove()
+
+
+@contextmanager
+def fixed(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` as a fixed function for a while (evaluation mode, no parameter gradients, so only
+    the pixels learn), left as it was afterwards."""
+    was_training, flags = model.training, [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+@contextmanager
+def statistics_match(teacher: nn.Module, weight: float) -> Iterator[StatisticsMatch | None]:
+    """The teacher's batch-norm hooks while a synthesis runs (None when `weight` is 0), removed after."""
+    stats = StatisticsMatch(teacher) if weight > 0 else None
+    try:
+        yield stats
+    finally:
+        if stats is not None:
+            stats.remove()
 
 
 def total_variation(x: Tensor) -> Tensor:
@@ -127,15 +155,11 @@ def deep_inversion(teacher: nn.Module, image_shape: tuple[int, int, int], num_cl
     """
     if len(image_shape) != 3:
         raise ConfigError(f"data_free: DeepInversion synthesises images (C, H, W); the inputs have shape {tuple(image_shape)}")
-    was_training, grads = teacher.training, [(p, p.requires_grad) for p in teacher.parameters()]
-    teacher = teacher.to(device).eval()
-    for p, _ in grads:  # only the pixels learn
-        p.requires_grad_(False)
-    stats = StatisticsMatch(teacher) if bn > 0 else None
     if first % batch_size:
         raise ConfigError(f"deep_inversion: first must be a multiple of batch_size ({batch_size}), got {first}")
+    teacher = teacher.to(device)
     images, targets = [], []
-    try:
+    with fixed(teacher), statistics_match(teacher, bn) as stats:  # only the pixels learn
         for start in range(0, samples, batch_size):
             g = torch.Generator().manual_seed(seed * 100_003 + (first + start) // batch_size)
             n = min(batch_size, samples - start)
@@ -146,12 +170,6 @@ def deep_inversion(teacher: nn.Module, image_shape: tuple[int, int, int], num_cl
             targets.append(y.cpu())
             if on_batch is not None:
                 on_batch(n)
-    finally:
-        if stats is not None:
-            stats.remove()
-        for p, flag in grads:
-            p.requires_grad_(flag)
-        teacher.train(was_training)
     return torch.cat(images), torch.cat(targets)
 
 
@@ -208,19 +226,8 @@ class InvertedImages(nn.Module):
         g = torch.Generator().manual_seed(self.seed * 100_003 + k)
         y = (torch.arange(k * n, (k + 1) * n) % self.num_classes).to(device)
         x = torch.randn(n, *self.shape, generator=g).to(device)
-        stats = StatisticsMatch(teacher) if self.settings["bn"] > 0 else None
-        flags, was_training = [(p, p.requires_grad) for p in student.parameters()], student.training
-        student.eval()  # a fixed function while the pixels learn: its batch norm's statistics stay put
-        for p, _ in flags:
-            p.requires_grad_(False)
-        try:
+        with fixed(student), statistics_match(teacher, self.settings["bn"]) as stats:  # its batch norm stays put
             self.images.copy_(_invert(teacher, stats, x, y, g, **self.settings, student=student, compete=self.compete))
-        finally:
-            if stats is not None:
-                stats.remove()
-            for p, flag in flags:
-                p.requires_grad_(flag)
-            student.train(was_training)
         self.made += 1
 
     def sample(self, n: int) -> Tensor:
