@@ -25,12 +25,13 @@ same mean absolute difference: `losses: [{name: logit_mae}]` is not built; use `
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from distil.batch import split_batch
+from distil.data.inversion import fixed
 from distil.errors import ConfigError, NonFiniteLossError
 from distil.teacher import as_logits
 
@@ -66,20 +67,6 @@ def logit_discrepancy(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     return (student_logits.float() - teacher_logits.float()).abs().mean()
 
 
-@contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """`model`'s parameters without gradients for a while (the generator's step reads the student
-    as a function and must leave its .grad alone)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 class AdversarialImages(nn.Module):
     """A batch transform `(student, batch) -> batch`: the batch's size in, generated unlabelled
     images out (labels -100, so hard-label losses skip them). It is also a learning batch source:
@@ -109,8 +96,8 @@ class AdversarialImages(nn.Module):
         both frozen networks into the images, never into the student's .grad. A non-finite
         discrepancy stops the run naming the generator."""
         teacher = self._teacher[0]
-        images = self.generator(self._z(_batch_size(batch)))
-        with _frozen(student):
+        images = self.generator(self._z(len(split_batch(batch)["inputs"])))
+        with fixed(student, eval_mode=False):  # its .grad stays the student's own step's
             gap = logit_discrepancy(as_logits(student(images)), as_logits(teacher(images)))
         self.last_discrepancy = float(gap.detach())
         if not math.isfinite(self.last_discrepancy):
@@ -124,13 +111,8 @@ class AdversarialImages(nn.Module):
         return self.last_discrepancy
 
     def forward(self, student: nn.Module, batch: Any) -> dict[str, Tensor]:
-        images = self.sample(_batch_size(batch))
+        images = self.sample(len(split_batch(batch)["inputs"]))
         return {"inputs": images, "labels": torch.full((len(images),), -100, dtype=torch.long, device=images.device)}
-
-
-def _batch_size(batch: Any) -> int:
-    first = batch["inputs"] if isinstance(batch, dict) else batch[0] if isinstance(batch, (list, tuple)) else batch
-    return len(first)
 
 
 class Draws(torch.utils.data.Dataset):

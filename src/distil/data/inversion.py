@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distil.batch import split_batch
 from distil.errors import ConfigError
 from distil.losses.lm.token_jsd import jsd_from_log_probs
 
@@ -69,11 +70,12 @@ class StatisticsMatch:
 
 
 @contextmanager
-def fixed(model: nn.Module) -> Iterator[nn.Module]:
-    """`model` as a fixed function for a while (evaluation mode, no parameter gradients, so only
-    the pixels learn), left as it was afterwards."""
+def fixed(model: nn.Module, eval_mode: bool = True) -> Iterator[nn.Module]:
+    """`model` as a fixed function for a while (no parameter gradients, so only the pixels or a
+    generator learn; evaluation mode unless `eval_mode` is False), left as it was afterwards."""
     was_training, flags = model.training, [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
+    if eval_mode:
+        model.eval()
     for p, _ in flags:
         p.requires_grad_(False)
     try:
@@ -235,6 +237,5 @@ class InvertedImages(nn.Module):
         return self.images[:n].clone()
 
     def forward(self, student: nn.Module, batch) -> dict[str, Tensor]:
-        first = batch["inputs"] if isinstance(batch, dict) else batch[0] if isinstance(batch, (list, tuple)) else batch
-        images = self.sample(len(first))
+        images = self.sample(len(split_batch(batch)["inputs"]))
         return {"inputs": images, "labels": torch.full((len(images),), -100, dtype=torch.long, device=images.device)}
