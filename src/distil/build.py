@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from distil.batch import split_batch
-from distil.cache.recipe import cache_temperature, cached_teacher, check_teacher_cache, live_top_k
+from distil.cache.recipe import cache_temperature, cached_teacher, check_teacher_cache, holds_images, live_top_k
 from distil.checkpoint import load_weights
 from distil.config import (CrossModalConfig, DataConfig, FollowerConfig, LossConfig, ModelConfig, PeerConfig, Recipe,
                            TeacherConfig, format_errors)
@@ -144,8 +144,9 @@ def build_transfer(recipe: Recipe, bundle: DataBundle) -> Dataset | None:
     cfg = recipe.transfer
     if cfg is None:
         return None
-    if recipe.teachers and cached_teacher(recipe) is not None:
-        raise ConfigError("transfer: the teacher cache holds the training set's views only; a transfer set needs the "
+    if recipe.teachers and cached_teacher(recipe) is not None and (holds_images(bundle) or recipe.task == "language_modeling"):
+        what = "views" if holds_images(bundle) else "sequences"  # rows of other data: their cache covers a transfer set
+        raise ConfigError(f"transfer: the teacher cache holds the training set's {what} only; a transfer set needs the "
                           "live teacher to label it (remove teacher.cache)")
     data = DataConfig(name=cfg.name, params=cfg.params)
     own = build_data(recipe.model_copy(update={"data": data}), "transfer.params")
@@ -577,17 +578,16 @@ def check_recipe(recipe: Recipe, bundle: DataBundle) -> None:
 def check_pairs(recipe: Recipe, bundle: DataBundle, terms: dict[str, Term]) -> None:
     """Runs whose teacher and student read different inputs of each example (`cross_modal:` views,
     or a text data set's two tokenizations) pair one teacher's inputs with the student's. Image views
-    are remade from whatever the teacher reads (a cache's views, mixed images, transfer rows); what
-    would feed one side only is refused."""
+    are remade from whatever the teacher reads (a cache's views, mixed images, transfer rows); text
+    rows carry both tokenizations, through a transfer set and the logit cache alike. What would feed
+    one side only is refused."""
     if bundle.teacher_data is None:
         return
     what = "cross_modal" if recipe.cross_modal is not None else \
         f"data.params.tokenizer (the teacher reads {bundle.preprocessing.get('teacher_tokenizer')} ids, the student its own)"
     views = recipe.cross_modal is not None  # image views: made again from whatever the teacher reads
-    sections = {"transfer": recipe.transfer if not views else None, "mix": recipe.mix if not views else None,
-                "models": recipe.models, "chain": recipe.chain, "federated": recipe.federated,
-                "data_free": recipe.data_free,
-                "teacher.cache": not views and any(t.cache is not None for t in recipe.teachers)}
+    sections = {"mix": recipe.mix if not views else None, "models": recipe.models, "chain": recipe.chain,
+                "federated": recipe.federated, "data_free": recipe.data_free}
     others = [name for name, used in sections.items() if used]
     if others:
         raise ConfigError(f"{what}: {', '.join(others)} cannot be combined with it yet (each would give the teacher "

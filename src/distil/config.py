@@ -54,7 +54,9 @@ class TeacherCacheConfig(_Strict):
     and epoch e replays one of them with its logits (`distil.cache`). Logit losses only; the data
     set must not augment on its own (the views are the augmentation). Language models: the teacher
     runs once over the training sequences and keeps its `top_k` tokens per position plus a tail
-    bucket (`distil.lm.cache`), read by `sparse_token_kd` / `chunked_sparse_token_kd`.
+    bucket (`distil.lm.cache`), read by `sparse_token_kd` / `chunked_sparse_token_kd`. Other rows
+    (text classification, tabular): one stored output per row, of the training set and of a
+    transfer set (`distil.cache.logits`).
     """
 
     views: PositiveInt = Field(8, description="images: augmented views stored per training image; each epoch replays one")

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from distil.build import (build_data, build_distiller, build_losses, build_model, build_student, build_tasks,
                           build_transfer, check_recipe, combine_teachers, probe_inputs, ships_weights, task_recipe)
-from distil.cache.recipe import cached_teacher, cached_train_set
+from distil.cache.recipe import cached_teacher, cached_train_set, cached_transfer_set
 from distil.checkpoint import atomic_write_text, load_weights
 from distil.config import LossConfig, ModelConfig, PeerConfig, Recipe, TeacherConfig, dump_recipe
 from distil.console import phase, warn
@@ -260,6 +260,8 @@ def distil_stage(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Module], 
     if cached_teacher(recipe) is not None:  # steps read the teacher's logits; validation still runs it
         train = replace(bundle, train=cached_train_set(recipe, teachers[0], bundle, out, progress))
     transfer = build_transfer(recipe, bundle)
+    if transfer is not None and cached_teacher(recipe) is not None:  # rows only: build_transfer refuses images
+        transfer = cached_transfer_set(recipe, teachers[0], transfer, out, progress)
     if transfer is not None and recipe.transfer.only:
         train, transfer = replace(bundle, train=transfer), None
     set_seed(recipe.seed)

@@ -156,7 +156,8 @@ LOGITS_ONLY = "teacher.cache stores only its logits; remove teacher.cache or thi
      f"losses[1]: fitnet needs the teacher's layers, but {LOGITS_ONLY}"),
     ({"losses": [{"name": "jacobian"}]}, f"losses[0]: jacobian needs the teacher's model, but {LOGITS_ONLY}"),
     ({"data": {"name": "digits"}},
-     "teacher.cache: needs images, inputs of shape (C, H, W); data set 'digits' gives inputs of shape (64,)"),
+     "teacher.cache.views: applies to image data or language models; inputs of shape (64,) get one stored teacher "
+     "output per row"),
     ({"data": {"name": "digits", "params": {"layout": "image", "jitter": 1}}},
      "data.params.jitter: the training images must be plain, teacher.cache makes the augmented views itself; "
      "set jitter: 0 (teacher.data_params may keep it for training the teacher)"),

@@ -49,7 +49,7 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))  # FUZZ_EXAMPLES=500: explo
 SEEDED = "FUZZ_EXAMPLES" not in os.environ
 FUZZ = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=TIME_LIMIT), derandomize=SEEDED, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=True)
-SLOW_DATA = {"sst2"}  # reads and tokenises 67k phrases (~8 s): never swapped in
+SLOW_DATA = {"sst2", "imdb"}  # read and tokenise 67k phrases / 75k reviews (~8 s): never swapped in
 
 INTERESTING = [0, -1, 1, 2, 2.5, -0.5, 1e30, -1e30, 2**31, 2**32, 2**63, 10**30, float("nan"), float("inf"),
                "", "x", "1e30", "ünïcødé", "名前", "🙂", "\x00", "a: b", [], {}, None, True, False, [0], {"a": 1}]
@@ -98,6 +98,10 @@ def shipped(path: Path, workdir: Path) -> dict[str, Any]:
     elif data["name"] == "sst2":
         raw["data"] = {**data, "name": "toy_sentiment", "params": {"n_train": 100, "n_val": 20, "n_test": 20,
                                                                    "augment": {"n_per_sentence": 2}}}
+    elif data["name"] == "imdb":  # reads 75,000 reviews and trains a vocabulary (~10 s): toy sentences instead
+        toy = {"name": "toy_sentiment", "params": {"n_train": 100, "n_val": 20, "n_test": 20}}
+        raw["data"] = {**data, **toy}
+        raw["transfer"] = {**raw["transfer"], **toy}
     elif data["name"] == "tiny_shakespeare":  # and a smaller teacher: 10.8M parameters take 1 s to build
         raw["data"] = {**data, "name": "toy_text", "params": {"n_chars": 5000, "block_size": 128, "stride": 64}}
         if raw["teacher"]["model"] == "hf_pretrained":  # a GGUF file (SmolLM2): a small GPT-2 to train in its place

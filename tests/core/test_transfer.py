@@ -169,6 +169,8 @@ def test_bad_transfer_sets_are_one_line(tmp_path):
                    progress=False)
     with pytest.raises(ConfigError, match="give ratio .* or only: true"):
         recipe(transfer={"name": "digits", "ratio": 2, "only": True})
-    cached = BASE["teacher"] | {"cache": True}
+    cached = {"model": "small_cnn", "params": {"channels": [4]}, "epochs": 1, "cache": True}  # images: stored views
+    images = {"name": "digits", "params": {"max_train": 96, "layout": "image"}, "batch_size": 32}
     with pytest.raises(ConfigError, match="^transfer: the teacher cache holds the training set's views only"):
-        run_recipe(recipe(teacher=cached, transfer={"name": "digits"}, output_dir=str(tmp_path / "c")), progress=False)
+        run_recipe(recipe(data=images, teacher=cached, transfer={"name": "digits", "params": {"layout": "image"}},
+                          output_dir=str(tmp_path / "c")), progress=False)

@@ -2,10 +2,12 @@
 student keeps a word vocabulary built from the training text (#15 item 9), in one run, with the
 teacher's folder named once."""
 
+import functools
 import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch.utils.data import default_collate
 from typer.testing import CliRunner
 
@@ -18,7 +20,10 @@ from distil.data.text import TOY_SENTIMENT_VOCAB_SIZE, TOY_WORDS, toy_sentences
 from distil.distiller import Distiller, Term
 from distil.errors import ConfigError
 from distil.losses import LOSSES
+from distil.checkpoint import load_weights
 from distil.models import MODELS
+from distil.pipeline import run_recipe
+from helpers import TeacherCallsInSteps
 
 transformers = pytest.importorskip("transformers")
 FILLER = 400  # a pre-trained vocabulary is much larger than the data's own words
@@ -134,11 +139,68 @@ def test_one_line_refusals(pretrained, tmp_path):
            {"model": "hf_pretrained", "params": {"path": str(other)}, "epochs": 1}]
     with pytest.raises(ConfigError, match="data.params.tokenizer: the teachers come from 2 folders"):
         build_data(recipe_from_dict(_recipe(folder, tmp_path, teacher=two)))
-    transfer = {"name": "toy_sentiment", "params": {"n_train": 50, "seed": 9}}
+    chain = {"assistants": [{"model": "bilstm_classifier", "params": {"embed_dim": 16, "hidden": 16, "fc_dim": 16}}]}
     with pytest.raises(ConfigError, match=r"data.params.tokenizer \(the teacher reads .* ids, the student its own\): "
-                                          "transfer cannot be combined"):
-        recipe = recipe_from_dict(_recipe(folder, tmp_path, transfer=transfer))
+                                          "chain cannot be combined"):
+        recipe = recipe_from_dict(_recipe(folder, tmp_path, chain=chain))
         check_recipe(recipe, build_data(recipe))
+
+
+def _with_pool(folder, tmp_path, name, **teacher):
+    """Toy pairs cut to 8 tokens (so the labelled set and the pool pad alike) plus an unlabelled pool."""
+    raw = _recipe(folder, tmp_path, output_dir=str(tmp_path / name), epochs=1,
+                  transfer={"name": "toy_sentiment", "params": {"n_train": 300, "seed": 9, "max_length": 8}, "ratio": 1})
+    raw["data"]["params"].update(max_length=8, n_val=40)  # no evaluation batch of 50 rows
+    raw["teacher"] = raw["teacher"] | {"epochs": 2} | teacher
+    return raw
+
+
+def test_a_transfer_set_gives_the_teacher_its_own_ids_of_the_pool_rows(pretrained, tmp_path):
+    folder, _ = pretrained
+    fed = []
+    hook = None
+
+    def record(module, args):
+        if module.training is False and torch.is_grad_enabled() is False:
+            fed.append(args[0].clone())
+
+    original = MODELS.get("hf_pretrained")
+
+    @functools.wraps(original)
+    def hooked(*a, **k):  # the run's teacher, with its id embedding watched
+        nonlocal hook
+        model = original(*a, **k)
+        hook = model.bert.embeddings.word_embeddings.register_forward_pre_hook(record)
+        return model
+
+    with TeacherCallsInSteps() as calls, pytest.MonkeyPatch.context() as mp:
+        mp.setitem(MODELS._items, "hf_pretrained", hooked)
+        run_recipe(recipe_from_dict(_with_pool(folder, tmp_path, "live")), progress=False)
+    hook.remove()
+    assert calls.count == 16  # 400 labelled rows in batches of 25, one epoch, the live teacher in every step
+    steps = [ids for ids in fed if ids.shape[0] == 50]  # 25 labelled + 25 pool rows
+    assert len(steps) >= 16
+    ids = torch.cat([s.flatten() for s in steps])
+    assert bool(((ids < 5) | (ids >= 5 + FILLER)).all())  # teacher ids only: no student word id (5..) among them
+
+
+def test_the_cache_holds_the_teachers_logits_of_its_own_ids_for_labelled_and_pool_rows(pretrained, tmp_path):
+    folder, _ = pretrained
+    raw = _with_pool(folder, tmp_path, "cached", cache={"dtype": "float32"})
+    with TeacherCallsInSteps() as calls:
+        run_recipe(recipe_from_dict(raw), progress=False)
+    assert calls.count == 0
+    recipe = recipe_from_dict(raw)
+    teacher = load_weights(MODELS.get("hf_pretrained")(str(folder), num_classes=2),
+                           tmp_path / "cached" / "teacher" / "best" / "student.safetensors").eval()
+    pool = build_data(recipe.model_copy(update={"data": recipe.data.model_copy(
+        update={"params": recipe.transfer.params})})).train
+    stored = load_file(str(tmp_path / "cached" / "teacher_cache" / "transfer" / "teacher_logits.safetensors"))["logits"]
+    rows = default_collate([pool[i] for i in range(len(pool))])
+    with torch.no_grad():
+        want = teacher(**rows["teacher_inputs"]).logits
+    assert stored.shape == (300, 2)
+    torch.testing.assert_close(stored, want, atol=1e-4, rtol=1e-4)
 
 
 def test_padding_columns_are_cut_and_outputs_stay_the_same():

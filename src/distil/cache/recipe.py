@@ -2,11 +2,12 @@
 
 The vision cache (`distil.cache.vision`) stores the teacher's logits for K replayable pad-crop-flip
 views of every training image; the language-model cache (`distil.lm.cache`) stores the teacher's
-top-k tokens per position. Either way distillation steps never run the teacher. That is only sound
-when nothing else needs the live teacher during a step (no layer taps, no teacher model), the
-losses can read what is stored (logit losses for images, the sparse top-k losses for language
-models) and, for images, the data set gives the plain images (the stored views are the
-augmentation). All of it is checked before any training, one line naming the field. Validation
+top-k tokens per position; for any other rows (text classification, tabular) `distil.cache.logits`
+stores one output per row, of the training set and of a transfer set. Either way distillation
+steps never run the teacher. That is only sound when nothing else needs the live teacher during a
+step (no layer taps, no teacher model), the losses can read what is stored (logit losses, and the
+sparse top-k losses for language models) and the data set does not augment on its own (for
+images the stored views are the augmentation). All of it is checked before any training, one line naming the field. Validation
 and the final evaluation still run the live teacher, so fidelity rows mean what they always mean.
 """
 
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from distil.batch import split_batch
+from distil.cache.logits import TeacherLogits, build_logit_cache
 from distil.cache.views import ViewAugment
 from distil.cache.vision import StaleCacheError, VisionTeacherCache, build_vision_cache
 from distil.config import Recipe, TeacherCacheConfig
@@ -69,20 +71,30 @@ def check_teacher_cache(recipe: Recipe, bundle: DataBundle, terms: dict[str, Ter
     if recipe.task == "language_modeling":
         _check_top_k_losses(recipe, terms)
         return
-    if len(bundle.input_shape) != 3:
-        raise ConfigError(f"teacher.cache: needs images, inputs of shape (C, H, W); data set {recipe.data.name!r} "
-                          f"gives inputs of shape {tuple(bundle.input_shape)}")
-    _check_plain_images(recipe, _plain_train(bundle))
+    if not holds_images(bundle):  # text or tabular rows: one stored output per row, nothing to crop
+        _not_applicable(recipe, (*VISION_ONLY, "seed", "top_k"), "applies to image data or language models; "
+                        f"inputs of shape {tuple(bundle.input_shape)} get one stored teacher output per row")
+    _check_plain_inputs(recipe, _plain_train(bundle), holds_images(bundle))
+
+
+def holds_images(bundle: DataBundle) -> bool:
+    """Whether the run's inputs are images, (C, H, W): the cache then stores augmented views."""
+    return len(bundle.input_shape) == 3
+
+
+def _not_applicable(recipe: Recipe, fields: tuple[str, ...], why: str) -> None:
+    cfg = recipe.teachers[0].cache
+    for name in fields:
+        if name in cfg.model_fields_set:
+            raise ConfigError(f"teacher.cache.{name}: {why}")
 
 
 def _check_top_k_losses(recipe: Recipe, terms: dict[str, Term]) -> None:
     """A language model's cache holds the top-k tokens: only the sparse losses can read it, all at
     the temperature its tail bucket was summed at; the image-only settings do not apply."""
     cfg = recipe.teachers[0].cache
-    for name in VISION_ONLY:
-        if name in cfg.model_fields_set:
-            raise ConfigError(f"teacher.cache.{name}: applies to image data; a language model's cache keeps the "
-                              f"top_k teacher tokens per position")
+    _not_applicable(recipe, VISION_ONLY, "applies to image data; a language model's cache keeps the top_k teacher "
+                    "tokens per position")
     readers = []
     for i, (loss, term) in enumerate(zip(recipe.losses, terms.values())):
         if "teacher_logits" not in loss_inputs(term.loss):
@@ -116,18 +128,20 @@ def live_top_k(teacher: nn.Module, k: int, temperature: float) -> Callable[[dict
     return score
 
 
-def _check_plain_images(recipe: Recipe, train: Dataset) -> None:
-    """The data set must not augment on its own: the cached logits belong to the stored views."""
+def _check_plain_inputs(recipe: Recipe, train: Dataset, pictures: bool) -> None:
+    """The data set must not augment on its own: the cached logits belong to the stored views
+    (images) or to the rows exactly as stored (anything else; a text set's `augment` adds fixed
+    rows, which a cache can hold)."""
     params = inspect.signature(DATASETS.get(recipe.data.name)).parameters
-    for name, off in AUGMENTATION_OFF.items():
+    for name, off in AUGMENTATION_OFF.items() if pictures else ():
         if name in params and recipe.data.params.get(name, params[name].default) != off:
             raise ConfigError(
                 f"data.params.{name}: the training images must be plain, teacher.cache makes the augmented views "
                 f"itself; set {name}: {json.dumps(off)} (teacher.data_params may keep it for training the teacher)")
     augments = getattr(train, "augment", None)  # data sets that say so; else per-epoch hooks suggest it
     if augments or (augments is None and hasattr(train, "set_epoch")):
-        raise ConfigError(f"data: {recipe.data.name!r} augments its training images itself, but teacher.cache "
-                          "needs them plain (its stored views are the augmentation)")
+        raise ConfigError(f"data: {recipe.data.name!r} augments its training inputs itself, but teacher.cache "
+                          "needs them plain (the cached outputs belong to fixed inputs)")
 
 
 class PlainPixels(Dataset):
@@ -169,7 +183,7 @@ def _plain_train(bundle: DataBundle) -> Dataset:
 
 
 def cached_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out: Path,
-                     progress: bool) -> VisionTeacherCache | CachedSequences | CrossModal:
+                     progress: bool) -> VisionTeacherCache | CachedSequences | CrossModal | TeacherLogits:
     """Build (or reuse) the teacher cache over the training split and open it as the training set.
 
     The default folder, `<output_dir>/teacher_cache`, belongs to this run: a stale cache there is
@@ -182,6 +196,8 @@ def cached_train_set(recipe: Recipe, teacher: nn.Module, bundle: DataBundle, out
     state = PartialState(cpu=on_cpu(recipe))
     if recipe.task == "language_modeling":
         return _cached_sequences(recipe, cfg, teacher, bundle, path, own, state, progress)
+    if not holds_images(bundle):
+        return _cached_rows(recipe, cfg, teacher, bundle.train, path, own, state, progress)
     images, augment = _source(_plain_train(bundle), cfg)
     device = state.device
 
@@ -236,3 +252,27 @@ def _cached_sequences(recipe: Recipe, cfg: TeacherCacheConfig, teacher: nn.Modul
 
     return _reuse_or_build(build, teacher, state, path, own, DistilError,
                            lambda e: "does not match this teacher, data or settings, or is damaged")
+
+
+def cached_transfer_set(recipe: Recipe, teacher: nn.Module, transfer: Dataset, out: Path, progress: bool) -> TeacherLogits:
+    """The transfer set with the teacher's stored outputs, in `transfer/` inside the training set's
+    cache folder: rows (text, tabular) only, since an image cache's views are the training set's."""
+    cfg = cached_teacher(recipe)
+    own = cfg.path is None
+    path = (out / "teacher_cache" if own else Path(cfg.path)) / "transfer"
+    return _cached_rows(recipe, cfg, teacher, transfer, path, own, PartialState(cpu=on_cpu(recipe)), progress,
+                        "transfer set")
+
+
+def _cached_rows(recipe: Recipe, cfg: TeacherCacheConfig, teacher: nn.Module, rows: Dataset, path: Path, own: bool,
+                 state: PartialState, progress: bool, what: str = "training set") -> TeacherLogits:
+    """The branch of `cached_train_set` for rows that never change: one stored output per row."""
+    device = state.device
+
+    def build(overwrite: bool) -> TeacherLogits:
+        show = progress and state.is_main_process and (overwrite or not (path / "manifest.json").is_file())
+        with pass_progress(f"teacher cache ({what})", len(rows), enabled=show) as advance:
+            return build_logit_cache(teacher, rows, path, dtype=cfg.dtype, batch_size=cfg.batch_size, device=device,
+                                     autocast=_autocast(recipe, device), overwrite=overwrite, on_batch=advance)
+
+    return _reuse_or_build(build, teacher, state, path, own, StaleCacheError, lambda e: e.reason)
