@@ -78,6 +78,30 @@ def test_a_cross_modal_recipe_trains_the_teacher_on_its_inputs_and_the_student_o
     assert 0 <= result.metrics["distilled"]["agreement"] <= 1  # fidelity: the teacher read its own 8x8 side
 
 
+def test_several_teachers_each_read_the_teacher_inputs_and_the_student_its_view(tmp_path):
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    from distil.models.small import MLP, SmallCNN
+
+    seen = {"teachers": set(), "student": set()}
+
+    def record(module, args):
+        if isinstance(module, SmallCNN) and not module.training:
+            seen["teachers"].add((module.stage1[0].out_channels, tuple(args[0].shape[1:])))
+        elif isinstance(module, MLP) and module.training:
+            seen["student"].add(tuple(args[0].shape[1:]))
+
+    two = [BASE["teacher"], {"model": "small_cnn", "params": {"channels": [4, 8]}, "epochs": 1}]
+    handle = register_module_forward_pre_hook(record)
+    try:
+        result = run_recipe(recipe_from_dict(BASE | {"teacher": two, "output_dir": str(tmp_path / "run")}), progress=False)
+    finally:
+        handle.remove()
+    assert seen["student"] == {(1, 4, 4)}  # the student only ever sees its 4x4 view
+    assert seen["teachers"] == {(8, (1, 8, 8)), (4, (1, 8, 8))}  # both teachers read the 8x8 images
+    assert 0 <= result.metrics["distilled"]["agreement"] <= 1
+
+
 @pytest.mark.parametrize("change, message", [
     ({"data": {"name": "digits"}}, r"^cross_modal: the views are made from images \(C, H, W\)"),
     ({"cross_modal": {"size": [16, 16]}}, r"^cross_modal.size: the student's view can only be smaller"),

@@ -33,6 +33,49 @@ def test_replacements_come_from_the_corpus_and_differ():
         assert any(len(w.split()) == len(words) and all(a != b for a, b in zip(w.split(), words)) for w in CORPUS)
 
 
+LEXICON = {"the": "DT", "a": "DT", "this": "DT", "movie": "NN", "film": "NN", "story": "NN", "acting": "NN",
+           "was": "VBD", "is": "VBZ", "great": "JJ", "dull": "JJ", "boring": "JJ", "charming": "JJ", "and": "CC",
+           "what": "WDT"}
+
+
+def lexicon_tagger(sentences):
+    """A lookup tagger over the corpus's words: one call for every sentence, as a real tagger is called."""
+    return [[LEXICON[w] for w in words] for words in sentences]
+
+
+def test_a_tagger_makes_every_replacement_keep_the_words_tag():
+    out = augment(CORPUS, n_iter=30, p_mask=0.0, p_pos=1.0, p_ng=0.0, seed=2, include_original=False,
+                  tagger=lexicon_tagger)
+    assert len(out) > 10
+    originals = {tuple(LEXICON[w] for w in s.split()) for s in CORPUS}
+    for sentence in out:
+        words = sentence.split()
+        assert tuple(LEXICON[w] for w in words) in originals  # every position kept its tag
+        for w, tag in zip(words, (LEXICON[w] for w in words)):
+            if tag in ("CC", "WDT", "VBZ"):  # a tag with one word in the corpus: nothing else to draw
+                assert w in ("and", "what", "is")
+    untagged = augment(CORPUS, n_iter=30, p_mask=0.0, p_pos=1.0, p_ng=0.0, seed=2, include_original=False)
+    assert any(tuple(LEXICON[w] for w in s.split()) not in originals for s in untagged)  # the unigram draw does not
+
+
+def test_same_tag_words_are_drawn_by_their_corpus_frequency():
+    import random
+    from collections import Counter
+
+    from distil.text.augment import _tag_pools, perturb
+
+    corpus = [["x", "a"]] * 30 + [["y", "b"]] * 10 + [["z", "c"]]  # x, y, z share tag N; a, b, c tag V
+    tags = {"x": "N", "y": "N", "z": "N", "a": "V", "b": "V", "c": "V"}
+    pools = _tag_pools(corpus, lambda ss: [[tags[w] for w in words] for words in ss])
+    rng = random.Random(0)
+    drawn = Counter(perturb(["z", "c"], rng, [], [], p_mask=0.0, p_pos=1.0, p_ng=0.0, max_ng=1, mask_token="[MASK]",
+                            pools=pools[-1])[0] for _ in range(2000))
+    assert set(drawn) == {"x", "y"}  # never z itself, never a verb
+    assert 2.4 < drawn["x"] / drawn["y"] < 3.7  # 30 : 10 in the corpus
+    with pytest.raises(ValueError, match="^tagger: must return one tag per word"):
+        augment([" ".join(w) for w in corpus], tagger=lambda ss: [["N"] for _ in ss])
+
+
 def test_ngram_sampling_keeps_contiguous_spans():
     long = " ".join(f"w{i}" for i in range(10))
     out = augment([long], n_iter=30, p_mask=0.0, p_pos=0.0, p_ng=1.0, max_ng=3, include_original=False)

@@ -6,17 +6,19 @@ function, so it is grown with perturbed copies that the teacher then labels (sof
 with logit MSE). For each word: with probability p_mask it becomes [MASK]; else with probability
 p_pos it is replaced; then with probability p_ng the example is cut to a random n-gram, n in 1..max_ng.
 
-Simplification, stated plainly: the paper replaces a word with another word *of the same POS tag*
-(from a tagger). We ship no tagger, so the replacement is drawn from the corpus unigram
-distribution (any word seen in the corpus, weighted by frequency, never the word itself). That
-keeps the "plausible vocabulary, broken semantics" effect but not the syntax the tag preserves.
+The paper replaces a word with another word *of the same POS tag*, drawn from the corpus unigram
+distribution renormalised within that tag. Given a `tagger` (words of each sentence -> their tags),
+`augment` does exactly that. No tagger installs offline from the package registry (docs/text.md
+says which were tried), so without one the replacement is drawn from the whole corpus unigram
+distribution (never the word itself): plausible vocabulary and broken semantics, as in the paper,
+but not the syntax the tag preserves.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -29,11 +31,27 @@ def _check_probability(name: str, value: float) -> None:
         raise ValueError(f"{name}: must be in [0, 1], got {value}")
 
 
+Pool = tuple[list[str], list[int]]  # words to draw a replacement from, and their cumulative counts
+
+
+def _pool(counts: Counter) -> Pool:
+    vocab = sorted(counts)  # sorted, so the draw does not depend on hash order
+    cum, total = [], 0
+    for w in vocab:
+        total += counts[w]
+        cum.append(total)
+    return vocab, cum
+
+
 def perturb(words: list[str], rng: random.Random, vocab: list[str], cum_weights: list[int], *,
-            p_mask: float, p_pos: float, p_ng: float, max_ng: int, mask_token: str) -> list[str]:
-    """One synthetic example from `words` (Tang et al.'s per-word rule, then n-gram sampling)."""
+            p_mask: float, p_pos: float, p_ng: float, max_ng: int, mask_token: str,
+            pools: Sequence[Pool] | None = None) -> list[str]:
+    """One synthetic example from `words` (Tang et al.'s per-word rule, then n-gram sampling).
+    A replacement is drawn from `vocab`, or from `pools[i]` for word i (its tag's words) when given."""
     out = []
-    for w in words:
+    for i, w in enumerate(words):
+        if pools is not None:
+            vocab, cum_weights = pools[i]
         u = rng.random()
         if u < p_mask:
             out.append(mask_token)
@@ -65,12 +83,15 @@ def augment(
     mask_token: str = "[MASK]",
     seed: int = 0,
     include_original: bool = True,
+    tagger: Callable[[list[list[str]]], list[list[str]]] | None = None,
 ) -> list[str]:
     """The augmented transfer set: up to `n_iter` distinct perturbed copies of every sentence.
 
     Defaults are the paper's (p_mask = p_pos = 0.1, p_ng = 0.25, n_iter = 20). Words are
     whitespace-separated tokens; duplicates (and copies equal to an original) are dropped. The
     result is deterministic for a given `seed`. Originals come first when `include_original`.
+    `tagger` maps the word lists of all sentences to their tag lists (one call, e.g. a spaCy
+    pipeline's `token.tag_`); a word is then replaced by a corpus word of its own tag.
     """
     for name, p in (("p_mask", p_mask), ("p_pos", p_pos), ("p_ng", p_ng)):
         _check_probability(name, p)
@@ -79,23 +100,34 @@ def augment(
     if n_iter < 0 or max_ng < 1:
         raise ValueError(f"n_iter, max_ng: must be >= 0 and >= 1, got {n_iter}, {max_ng}")
     rng = random.Random(seed)
-    counts = Counter(w for s in sentences for w in s.split())
-    vocab = sorted(counts)  # sorted, so the draw does not depend on hash order
-    cum, total = [], 0
-    for w in vocab:
-        total += counts[w]
-        cum.append(total)
+    split = [s.split() for s in sentences]
+    vocab, cum = _pool(Counter(w for words in split for w in words))
+    pools: list[list[Pool] | None] = [None] * len(split)
+    if tagger is not None:
+        pools = _tag_pools(split, tagger)
     seen = set(sentences)
     out = list(dict.fromkeys(sentences)) if include_original else []
-    for sentence in sentences:
-        words = sentence.split()
+    for words, own in zip(split, pools):
         for _ in range(n_iter):
             new = " ".join(perturb(words, rng, vocab, cum, p_mask=p_mask, p_pos=p_pos, p_ng=p_ng,
-                                   max_ng=max_ng, mask_token=mask_token))
+                                   max_ng=max_ng, mask_token=mask_token, pools=own))
             if new and new not in seen:
                 seen.add(new)
                 out.append(new)
     return out
+
+
+def _tag_pools(split: list[list[str]], tagger: Callable[[list[list[str]]], list[list[str]]]) -> list[list[Pool]]:
+    """For every word of every sentence, the pool of corpus words that carry its tag."""
+    tags = tagger(split)
+    if len(tags) != len(split) or any(len(t) != len(w) for t, w in zip(tags, split)):
+        raise ValueError("tagger: must return one tag per word of every sentence")
+    by_tag: dict[str, Counter] = {}
+    for words, marks in zip(split, tags):
+        for w, t in zip(words, marks):
+            by_tag.setdefault(t, Counter())[w] += 1
+    pools = {t: _pool(c) for t, c in by_tag.items()}
+    return [[pools[t] for t in marks] for marks in tags]
 
 
 @torch.no_grad()
