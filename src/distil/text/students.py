@@ -21,6 +21,17 @@ from distil.models.base import MODELS
 from distil.types import Fraction, PositiveInt, validated
 
 
+DENSE = 0.6  # share of real tokens above which padded steps cost less than packing saves
+
+
+def _mostly_real(x: Tensor, lengths: Tensor) -> bool:
+    """Whether to run the padded path: torch.export (ONNX) and torch.compile cannot trace packed
+    sequences, and on a CPU the packed LSTM's backward costs about twice the padded one's once most
+    of a batch's tokens are real (bench/RESULTS.md, "BiLSTM student"), so packing pays only for
+    batches of very uneven lengths."""
+    return x.device.type == "cpu" and bool(lengths.sum() >= DENSE * lengths.numel() * x.shape[1])
+
+
 def _lengths(input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
     """Real-token counts (B,), at least 1 so an all-padding row still yields a prediction."""
     if attention_mask is None:
@@ -42,7 +53,7 @@ class BiLSTMClassifier(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, **_) -> Tensor:
         x = self.embedding(input_ids)  # (B, T, E)
         lengths = _lengths(input_ids, attention_mask)
-        if torch.compiler.is_compiling():  # torch.export (ONNX) and torch.compile cannot trace packed sequences
+        if torch.compiler.is_compiling() or _mostly_real(x, lengths):
             final = self._final_states_padded(x, lengths.to(x.device))
         else:
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
