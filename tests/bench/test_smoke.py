@@ -260,8 +260,9 @@ def test_sst2_tang(tmp_path, shared_dir, tiny_teacher_folder):
                                    "--seeds", "0", "1", *[a for s in sets for a in ("--set", s)]])
     assert_all_ran(data)
     rows = {r["model"]: r for r in data["rows"]}
-    assert set(rows) == {"teacher", "bilstm_labels", "bilstm_logit_mse", "bilstm_logit_mse_augmented"}
-    assert rows["teacher"]["published"] == 94.9 and rows["bilstm_labels"]["params"] > rows["teacher"]["params"]
+    assert set(rows) == {"teacher", "bilstm_labels", "bilstm_logit_mse", "bilstm_logit_mse_augmented",
+                         "bilstm_logit_mse_augmented_pos"}
+    assert rows["bilstm_logit_mse_augmented_pos"]["published"] == 90.7 and rows["teacher"]["published"] == 94.9 and rows["bilstm_labels"]["params"] > rows["teacher"]["params"]
     assert (tmp_path / "runs" / "s1" / "augmented" / "metrics.json").is_file()
     assert not (tmp_path / "runs" / "s1" / "plain" / "teacher").exists()  # one teacher, trained in seed 0's run
 

@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,6 +57,9 @@ class AugmentOptions(BaseModel):
     p_ng: Fraction = 0.25
     max_ng: PositiveInt = 5
     seed: Seed = 0
+    # the paper's same-tag replacement with a part-of-speech tagger (`distil.text.taggers`; needs
+    # pip install distil[pos]); None draws the replacement from the whole corpus's unigrams
+    tagger: Literal["pattern"] | None = None
 
 
 def _require(package: str) -> None:
@@ -71,9 +74,11 @@ def _augmented(texts: list[str], options: AugmentOptions | None) -> list[str]:
     if options is None:
         return []
     from distil.text.augment import augment
+    from distil.text.taggers import get_tagger
 
     return augment(texts, n_iter=options.n_per_sentence, p_mask=options.p_mask, p_pos=options.p_pos,
-                   p_ng=options.p_ng, max_ng=options.max_ng, seed=options.seed, include_original=False)
+                   p_ng=options.p_ng, max_ng=options.max_ng, seed=options.seed, include_original=False,
+                   tagger=get_tagger(options.tagger) if options.tagger else None)
 
 
 def _encode(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, Tensor]:

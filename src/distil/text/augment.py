@@ -7,11 +7,10 @@ with logit MSE). For each word: with probability p_mask it becomes [MASK]; else 
 p_pos it is replaced; then with probability p_ng the example is cut to a random n-gram, n in 1..max_ng.
 
 The paper replaces a word with another word *of the same POS tag*, drawn from the corpus unigram
-distribution renormalised within that tag. Given a `tagger` (words of each sentence -> their tags),
-`augment` does exactly that. No tagger installs offline from the package registry (docs/text.md
-says which were tried), so without one the replacement is drawn from the whole corpus unigram
-distribution (never the word itself): plausible vocabulary and broken semantics, as in the paper,
-but not the syntax the tag preserves.
+distribution renormalised within that tag. Given a `tagger` (words of each sentence -> their tags,
+e.g. `distil.text.taggers.pattern_tagger()`), `augment` does exactly that. Without one the
+replacement is drawn from the whole corpus unigram distribution (never the word itself): plausible
+vocabulary and broken semantics, as in the paper, but not the syntax the tag preserves.
 """
 
 from __future__ import annotations
@@ -90,8 +89,8 @@ def augment(
     Defaults are the paper's (p_mask = p_pos = 0.1, p_ng = 0.25, n_iter = 20). Words are
     whitespace-separated tokens; duplicates (and copies equal to an original) are dropped. The
     result is deterministic for a given `seed`. Originals come first when `include_original`.
-    `tagger` maps the word lists of all sentences to their tag lists (one call, e.g. a spaCy
-    pipeline's `token.tag_`); a word is then replaced by a corpus word of its own tag.
+    `tagger` maps the word lists of all sentences to their tag lists (one call; `distil.text.taggers`
+    has Pattern's); a word is then replaced by a corpus word of its own tag.
     """
     for name, p in (("p_mask", p_mask), ("p_pos", p_pos), ("p_ng", p_ng)):
         _check_probability(name, p)
