@@ -8,6 +8,10 @@ cross-entropy and priors only), to show what the statistics bring, and
 the student) and `recipes/data_free/mnist_adversarial.yaml` (a generator trained against the
 student in the loop, DFAD). Reports test accuracy, the fraction of the teacher's, and the synthesis
 time (DeepInversion: `synthetic/done.json`; in-loop arms: the whole training, synthesis included).
+`--data mnist_mlp` trains `recipes/data_free/mnist_mlp_teacher.yaml` (an MLP, no batch norm: only
+a generator can make its images) and runs `recipes/data_free/mnist_mlp_adversarial.yaml` (DFAD),
+the same with a softened KL as the student's loss, and with the generator's images left
+standardised rather than put on the teacher's 0..1 pixel scale.
 `--data cifar10` runs `recipes/data_free/cifar10_resnet56_deep_inversion.yaml`: the shared ResNet-56
 into a ResNet-20, DeepInversion only (the other arms cost more synthesis than a CPU has).
 """
@@ -26,19 +30,27 @@ COLUMNS = ["model", "accuracy", "std", "per_seed", "of_teacher", "synthesis_s", 
 # arm -> (recipe, overrides), per data set
 ARMS = {"deep_inversion": ("mnist_deep_inversion.yaml", []), "no_bn_statistics": ("mnist_deep_inversion.yaml", ["data_free.bn=0"]),
         "adaptive_inversion": ("mnist_adaptive_inversion.yaml", []), "adversarial": ("mnist_adversarial.yaml", [])}
-CIFAR_ARMS = {"deep_inversion": ("cifar10_resnet56_deep_inversion.yaml", [])}  # the shared ResNet-56: nothing to train
+# data set -> (the teacher's recipe, trained first on the real data; None: it comes trained), its arms
+DATA = {"mnist": ("mnist_teacher.yaml", ARMS),
+        "mnist_mlp": ("mnist_mlp_teacher.yaml", {  # DFAD, and what each of its two settings is worth
+            "adversarial": ("mnist_mlp_adversarial.yaml", []),
+            "adversarial_kl": ("mnist_mlp_adversarial.yaml", ["losses=[{name: hinton_kd, temperature: 1.0, alpha: 0.0}]"]),
+            "adversarial_unscaled": ("mnist_mlp_adversarial.yaml", ["data_free.pixel_mean=0.0", "data_free.pixel_std=1.0"])}),
+        "cifar10": (None, {"deep_inversion": ("cifar10_resnet56_deep_inversion.yaml", [])})}  # the shared ResNet-56
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = parser("DeepInversion on MNIST: data-free students against their teacher")
+    p = parser("Data-free students against their teacher (MNIST, CIFAR-10)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--data", choices=["mnist", "cifar10"], default="mnist",
-                   help="mnist: a small CNN teacher trained first, every arm; cifar10: the shared ResNet-56, DeepInversion")
+    p.add_argument("--data", choices=list(DATA), default="mnist",
+                   help="mnist: a small CNN teacher trained first, every arm; mnist_mlp: an MLP teacher, DFAD; "
+                        "cifar10: the shared ResNet-56, DeepInversion")
     p.add_argument("--runs", type=Path, default=None, help="run folders (default runs/data_free_<data>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="override of both recipes")
-    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=None, help="which students (default: all)")
+    p.add_argument("--arms", nargs="+", choices=sorted({a for _, arms in DATA.values() for a in arms}), default=None,
+                   help="which students (default: all of the data set's)")
     args = p.parse_args(argv)
-    arms = ARMS if args.data == "mnist" else CIFAR_ARMS
+    teacher_recipe, arms = DATA[args.data]
     args.runs = args.runs or ROOT / "runs" / f"data_free_{args.data}"
     overrides = list(args.overrides)
     if args.smoke:
@@ -48,9 +60,9 @@ def main(argv: list[str] | None = None) -> dict:
     res = Results(f"data_free_{args.data}", args, torch.device("cpu"), COLUMNS,
                   "test accuracy (%) of data-free students, mean +- std over seeds, and as a share of the teacher's")
     teacher, shared = None, []
-    if args.data == "mnist":
+    if teacher_recipe is not None:
         teacher_out = args.runs / "teacher"
-        teacher = run_metrics(folder / "mnist_teacher.yaml", teacher_out,
+        teacher = run_metrics(folder / teacher_recipe, teacher_out,
                               [o for o in overrides if not o.startswith("data_free")], not args.smoke)["distilled"]
         shared = [f"teacher.checkpoint={teacher_out / 'best' / 'student.safetensors'}"]
     rows = []

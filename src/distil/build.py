@@ -373,7 +373,8 @@ def batch_transforms(recipe: Recipe, bundle: DataBundle, teachers: list[nn.Modul
         from distil.data.adversarial import AdversarialImages
 
         transforms.append(AdversarialImages(teachers[0], bundle.input_shape, z_dim=cfg.z_dim, lr=cfg.generator_lr,
-                                            student_steps=cfg.student_steps))
+                                            student_steps=cfg.student_steps, width=cfg.generator_width,
+                                            mean=cfg.pixel_mean, std=cfg.pixel_std))
     elif cfg is not None and cfg.competition > 0:  # Adaptive DeepInversion: against the student as it learns
         from distil.data.inversion import InvertedImages
 

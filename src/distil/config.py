@@ -293,6 +293,12 @@ class DataFreeConfig(_Strict):
     flip: bool = Field(False, description="deep_inversion: random horizontal flips each step (not for digits)")
     z_dim: PositiveInt = Field(256, description="adversarial: size of the generator's noise input")
     generator_lr: Positive = Field(1e-3, description="adversarial: Adam learning rate of the generator")
+    generator_width: PositiveInt = Field(128, description="adversarial: channels of the generator's first stage (DFAD: 128)")
+    pixel_mean: float | list[float] = Field(0.0, description="adversarial: mean of the teacher's real inputs, per channel or one "
+                                            "for all: the generator's standardised images become mean + std * image (0 and 1 "
+                                            "for standardised data such as distil's CIFAR-10; distil's MNIST is 0..1: 0.1307)")
+    pixel_std: Positive | list[Positive] = Field(1.0, description="adversarial: standard deviation of the teacher's real "
+                                                 "inputs, per channel or one for all (distil's MNIST: 0.3081)")
     student_steps: PositiveInt = Field(5, description="adversarial: student steps per generator step (DFAD: 5); "
                                        "deep_inversion with competition: student steps per synthesised batch")
     competition: NonNegative = Field(0.0, description="deep_inversion: weight of Adaptive DeepInversion's competition "

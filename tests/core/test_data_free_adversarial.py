@@ -25,6 +25,20 @@ def test_the_generator_draws_images_of_the_data_shape():
         Generator(16, (3, 30, 32))
 
 
+def test_the_generator_puts_its_images_on_the_teachers_input_scale():
+    """In training mode the last batch norm standardises each channel over the batch, so the images'
+    per-channel mean and standard deviation are exactly the recipe's pixel_mean and pixel_std."""
+    torch.manual_seed(0)
+    images = Generator(16, (3, 8, 8), width=8, mean=[0.5, 0.0, -1.0], std=[0.25, 1.0, 2.0])(torch.randn(32, 16))
+    assert images.mean((0, 2, 3)).tolist() == pytest.approx([0.5, 0.0, -1.0], abs=1e-4)
+    assert images.std((0, 2, 3), unbiased=False).tolist() == pytest.approx([0.25, 1.0, 2.0], rel=1e-3)
+    grey = Generator(16, (1, 8, 8), mean=0.1307, std=0.3081)(torch.randn(32, 16))  # one value for all channels
+    assert grey.mean().item() == pytest.approx(0.1307, abs=1e-4)
+    assert grey.std(unbiased=False).item() == pytest.approx(0.3081, rel=1e-3)
+    with pytest.raises(ConfigError, match=r"data_free.pixel_std: give one value or one per channel \(3\), not 2"):
+        Generator(16, (3, 8, 8), std=[1.0, 2.0])
+
+
 def test_logit_discrepancy_is_the_mean_absolute_difference():
     s, t = torch.tensor([[1.0, -2.0], [3.0, 4.0]]), torch.zeros(2, 2)
     assert logit_discrepancy(s, t).item() == pytest.approx(2.5)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from distil.losses import DKD, LOSSES, HintonKD, LogitMSE, RegressionKD, SoftTargetCE
+from distil.losses import DKD, LOSSES, HintonKD, LogitMAE, LogitMSE, RegressionKD, SoftTargetCE
 from distil.losses.response.dkd import dkd_loss
 from distil.losses.response.hinton import hinton_kd_loss
 
@@ -101,6 +101,22 @@ def test_hinton_rejects_bad_values_and_shapes():
 def test_logit_mse_by_hand():
     s, t = torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, 2.0]])
     assert LogitMSE()(s, t).item() == pytest.approx(((1 + 4) / 2 + 4 / 2) / 2)
+
+
+def test_logit_mae_by_hand():
+    s, t = torch.tensor([[1.0, -2.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, 3.0]])
+    assert LogitMAE()(s, t).item() == pytest.approx(((1 + 2) / 2 + 3 / 2) / 2)
+    weights = torch.tensor([1.0, 3.0])  # per-sample weights: (1 * 1.5 + 3 * 1.5) / 4
+    assert LogitMAE()(s, t, weights).item() == pytest.approx(1.5)
+
+
+def test_logit_mae_gradient_is_the_sign_and_stays_finite_where_equal():
+    s = torch.tensor([[2.0, 0.0, 1e30]], requires_grad=True)
+    t = torch.tensor([[0.0, 0.0, -1e30]])
+    (g,) = torch.autograd.grad(LogitMAE()(s, t), s)
+    assert g.tolist()[0] == pytest.approx([1 / 3, 0.0, 1 / 3])  # sign(z_s - z_t) / C, 0 at a tie
+    with pytest.raises(ValueError, match="must predict the same number of classes"):
+        LogitMAE()(torch.zeros(2, 3), torch.zeros(2, 4))
 
 
 def test_soft_target_ce_minimum_is_teacher_entropy():
