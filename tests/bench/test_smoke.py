@@ -228,6 +228,17 @@ def test_data_free(tmp_path, shared_dir):
     assert all(r["synthesis_s"] > 0 for name, r in rows.items() if name != "teacher (real data)")
 
 
+def test_data_free_mlp_teacher(tmp_path, shared_dir):
+    data = load("data_free").main(["--smoke", "--data", "mnist_mlp", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"),
+                                   "--seeds", "0", "--set", f"data.params.root={shared_dir / 'data' / 'mnist'}",
+                                   "--set", "data.params.max_train=300"])
+    assert_all_ran(data)
+    rows = {r["model"]: r for r in data["rows"]}
+    assert set(rows) == {"teacher (real data)", "adversarial", "adversarial_kl", "adversarial_unscaled"}
+    recipes = {arm: (tmp_path / "runs" / f"{arm}_s0" / "recipe.yaml").read_text() for arm in ("adversarial_kl", "adversarial_unscaled")}
+    assert "hinton_kd" in recipes["adversarial_kl"] and "pixel_std: 1.0" in recipes["adversarial_unscaled"]
+
+
 def test_cross_modal(tmp_path, shared_dir):
     data = load("cross_modal").main(["--smoke", "--out", str(tmp_path), "--runs", str(tmp_path / "runs"), "--seeds", "0",
                                      "--set", f"data.params.root={shared_dir / 'data' / 'mnist'}",
