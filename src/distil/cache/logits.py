@@ -33,9 +33,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from distil.batch import batch_gatherer, split_batch, to_device, trim_padding
-from distil.cache.vision import DTYPES, StaleCacheError, _changes, _net, teacher_fingerprint
+from distil.cache.vision import (
+    DTYPES, StaleCacheError, _changes, _net, _old_manifest, read_manifest, teacher_fingerprint,
+)
 from distil.errors import DistilError
-from distil.integrity import DamagedFileError, atomic_write, atomic_write_text, inside, read_json, sha256_file
+from distil.integrity import atomic_write, atomic_write_text, sha256_file
 from distil.teacher import as_logits, call_model
 
 FORMAT, VERSION = "distil-logit-cache", 1
@@ -113,7 +115,7 @@ def build_logit_cache(
                 "teacher": {"class": type(net).__name__, "fingerprint": teacher_fingerprint(net),
                             "autocast": str(autocast).removeprefix("torch.") if autocast else None}}
     if (root / "manifest.json").is_file():
-        old = _old_manifest(root, overwrite)
+        old = _old_manifest(root, overwrite, "teacher-logit cache")
         if not overwrite:
             changed = _changes(old, settings)
             if changed:
@@ -130,16 +132,6 @@ def build_logit_cache(
                            "file_sha256": sha256_file(root / FILE)}
     atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
     return TeacherLogits(root, dataset, teacher, data_fingerprint=data["fingerprint"])
-
-
-def _old_manifest(root: Path, overwrite: bool) -> dict[str, Any]:
-    try:
-        old = read_json(root / "manifest.json", "teacher-logit cache manifest")
-    except DamagedFileError as e:
-        if overwrite:
-            return {}
-        raise StaleCacheError(str(e), "has an unreadable manifest.json") from None
-    return old if isinstance(old, dict) else {}
 
 
 @torch.no_grad()
@@ -198,22 +190,7 @@ class TeacherLogits(Dataset):
         raise StaleCacheError(f"teacher-logit cache {self.path} {reason}; rebuild it with overwrite=True", reason)
 
     def _read_manifest(self) -> dict[str, Any]:
-        file = self.path / "manifest.json"
-        if not file.is_file():
-            raise DistilError(f"{self.path} is not a complete teacher-logit cache (no manifest.json); "
-                              "build it with build_logit_cache")
-        try:
-            m = read_json(file, "teacher-logit cache manifest")
-        except DamagedFileError as e:
-            raise StaleCacheError(str(e), "has an unreadable manifest.json") from None
-        if not isinstance(m, dict) or m.get("format") != FORMAT or m.get("version") != VERSION \
-                or not MANIFEST_KEYS <= set(m) or not isinstance(m["teacher"], dict) or not isinstance(m["data"], dict):
-            raise StaleCacheError(f"{file} is not a {FORMAT} v{VERSION} manifest", f"is not a {FORMAT} v{VERSION} cache")
-        data = inside(self.path, m.get("file"), f"{file}: file")
-        if not data.is_file() or data.stat().st_size != m.get("file_bytes") or sha256_file(data) != m.get("file_sha256"):
-            raise StaleCacheError(f"teacher-logit cache {self.path}: {m['file']} is missing or was modified; rebuild it",
-                                  f"has a missing or modified {m['file']}")
-        return m
+        return read_manifest(self.path, "teacher-logit cache", "build_logit_cache", FORMAT, VERSION, MANIFEST_KEYS)
 
     def __len__(self) -> int:
         return len(self.logits)

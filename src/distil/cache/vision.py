@@ -194,11 +194,11 @@ def build_vision_cache(
     return VisionTeacherCache(root, dataset, teacher, data_fingerprint=data["fingerprint"])
 
 
-def _old_manifest(root: Path, overwrite: bool) -> dict[str, Any]:
-    """The manifest of the cache already at `root`; an unreadable one counts as stale (a run's own
+def _old_manifest(root: Path, overwrite: bool, what: str = "vision cache") -> dict[str, Any]:
+    """The manifest of the `what` already at `root`; an unreadable one counts as stale (a run's own
     cache is then rebuilt), or as nothing when it is being overwritten anyway."""
     try:
-        old = read_json(root / "manifest.json", "vision cache manifest")
+        old = read_json(root / "manifest.json", f"{what} manifest")
     except DamagedFileError as e:
         if overwrite:
             return {}
@@ -235,6 +235,27 @@ def _run_teacher(net, dataset, augment, num_views, seed, batch_size, num_workers
     if start != n or logits is None:
         raise DistilError(f"the data set has len() {n} but yielded {start} samples")
     return logits, views, data.result()
+
+
+def read_manifest(path: Path, what: str, builder: str, format_: str, version: int, keys: set[str]) -> dict[str, Any]:
+    """The manifest of the cache folder `path` (a `what`, made by `builder`), checked before any of
+    its data is trusted: its format and version, its keys, and its data file's size and hash (the
+    file's name is kept inside the folder). A stale or damaged cache raises StaleCacheError."""
+    file = path / "manifest.json"
+    if not file.is_file():
+        raise DistilError(f"{path} is not a complete {what} (no manifest.json); build it with {builder}")
+    try:
+        m = read_json(file, f"{what} manifest")
+    except DamagedFileError as e:
+        raise StaleCacheError(str(e), "has an unreadable manifest.json") from None
+    if not isinstance(m, dict) or m.get("format") != format_ or m.get("version") != version \
+            or not keys <= set(m) or not isinstance(m["teacher"], dict) or not isinstance(m["data"], dict):
+        raise StaleCacheError(f"{file} is not a {format_} v{version} manifest", f"is not a {format_} v{version} cache")
+    data = inside(path, m.get("file"), f"{file}: file")
+    if not data.is_file() or data.stat().st_size != m.get("file_bytes") or sha256_file(data) != m.get("file_sha256"):
+        raise StaleCacheError(f"{what} {path}: {m['file']} is missing or was modified; rebuild it",
+                              f"has a missing or modified {m['file']}")
+    return m
 
 
 class VisionTeacherCache(Dataset):
@@ -281,22 +302,7 @@ class VisionTeacherCache(Dataset):
         raise StaleCacheError(f"vision cache {self.path} {reason}" + (f": {fix}" if fix else ""), reason)
 
     def _read_manifest(self) -> dict[str, Any]:
-        file = self.path / "manifest.json"
-        if not file.is_file():
-            raise DistilError(f"{self.path} is not a complete vision teacher cache (no manifest.json); "
-                              "build it with build_vision_cache")
-        try:
-            m = read_json(file, "vision cache manifest")
-        except DamagedFileError as e:
-            raise StaleCacheError(str(e), "has an unreadable manifest.json") from None
-        if not isinstance(m, dict) or m.get("format") != FORMAT or m.get("version") != VERSION \
-                or not MANIFEST_KEYS <= set(m) or not isinstance(m["teacher"], dict) or not isinstance(m["data"], dict):
-            raise StaleCacheError(f"{file} is not a {FORMAT} v{VERSION} manifest", f"is not a {FORMAT} v{VERSION} cache")
-        data = inside(self.path, m.get("file"), f"{file}: file")
-        if not data.is_file() or data.stat().st_size != m.get("file_bytes") or sha256_file(data) != m.get("file_sha256"):
-            raise StaleCacheError(f"vision cache {self.path}: {m['file']} is missing or was modified; rebuild the cache",
-                                  f"has a missing or modified {m['file']}")
-        return m
+        return read_manifest(self.path, "vision teacher cache", "build_vision_cache", FORMAT, VERSION, MANIFEST_KEYS)
 
     def _check_data(self, fingerprint: str | None) -> None:
         want = self.manifest["data"]
