@@ -5,8 +5,9 @@ Trains the teacher once (`recipes/data_free/mnist_teacher.yaml`, real digits), t
 training input read), the same with the batch-norm statistics term off (`data_free.bn: 0`:
 cross-entropy and priors only), to show what the statistics bring, and
 `recipes/data_free/mnist_adaptive_inversion.yaml` (ADI: the synthesis in the loop, competing with
-the student) and `recipes/data_free/mnist_adversarial.yaml` (a generator trained against the
-student in the loop, DFAD). Reports test accuracy, the fraction of the teacher's, and the synthesis
+the student), the same with the competition term all but off (its weight 1e-9), and
+`recipes/data_free/mnist_adversarial.yaml` (a generator trained against the student in the loop,
+DFAD). Reports test accuracy, the fraction of the teacher's, and the synthesis
 time (DeepInversion: `synthetic/done.json`; in-loop arms: the whole training, synthesis included).
 `--data mnist_mlp` trains `recipes/data_free/mnist_mlp_teacher.yaml` (an MLP, no batch norm: only
 a generator can make its images) and runs `recipes/data_free/mnist_mlp_adversarial.yaml` (DFAD),
@@ -29,7 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["model", "accuracy", "std", "per_seed", "of_teacher", "synthesis_s", "seeds", "status"]
 # arm -> (recipe, overrides), per data set
 ARMS = {"deep_inversion": ("mnist_deep_inversion.yaml", []), "no_bn_statistics": ("mnist_deep_inversion.yaml", ["data_free.bn=0"]),
-        "adaptive_inversion": ("mnist_adaptive_inversion.yaml", []), "adversarial": ("mnist_adversarial.yaml", [])}
+        "adaptive_inversion": ("mnist_adaptive_inversion.yaml", []),
+        # the same synthesis in the loop with the competition term all but off (> 0 keeps it in the loop)
+        "adaptive_no_competition": ("mnist_adaptive_inversion.yaml", ["data_free.competition=1e-9"]),
+        "adversarial": ("mnist_adversarial.yaml", [])}
 # data set -> (the teacher's recipe, trained first on the real data; None: it comes trained), its arms
 DATA = {"mnist": ("mnist_teacher.yaml", ARMS),
         "mnist_mlp": ("mnist_mlp_teacher.yaml", {  # DFAD, and what each of its two settings is worth

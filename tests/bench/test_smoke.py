@@ -224,7 +224,8 @@ def test_data_free(tmp_path, shared_dir):
                                    "--set", f"data.params.root={shared_dir / 'data' / 'mnist'}", "--set", "data.params.max_train=300"])
     assert_all_ran(data)
     rows = {r["model"]: r for r in data["rows"]}
-    assert set(rows) == {"teacher (real data)", "deep_inversion", "no_bn_statistics", "adaptive_inversion", "adversarial"}
+    assert set(rows) == {"teacher (real data)", "deep_inversion", "no_bn_statistics", "adaptive_inversion",
+                         "adaptive_no_competition", "adversarial"}
     assert all(r["synthesis_s"] > 0 for name, r in rows.items() if name != "teacher (real data)")
 
 
