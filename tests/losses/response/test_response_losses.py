@@ -104,10 +104,10 @@ def test_logit_mse_by_hand():
 
 
 def test_logit_mae_by_hand():
-    s, t = torch.tensor([[1.0, -2.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, 3.0]])
-    assert LogitMAE()(s, t).item() == pytest.approx(((1 + 2) / 2 + 3 / 2) / 2)
-    weights = torch.tensor([1.0, 3.0])  # per-sample weights: (1 * 1.5 + 3 * 1.5) / 4
-    assert LogitMAE()(s, t, weights).item() == pytest.approx(1.5)
+    s, t = torch.tensor([[1.0, -2.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, 4.0]])
+    assert LogitMAE()(s, t).item() == pytest.approx(((1 + 2) / 2 + 4 / 2) / 2)
+    weights = torch.tensor([1.0, 3.0])  # per-sample weights: rows of 1.5 and 2.0
+    assert LogitMAE()(s, t, weights).item() == pytest.approx((1 * 1.5 + 3 * 2.0) / 4)
 
 
 def test_logit_mae_gradient_is_the_sign_and_stays_finite_where_equal():
